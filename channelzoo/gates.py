@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,8 +29,10 @@ class Rate:
 
     def __post_init__(self) -> None:
         expected = get_form(self.form).params
-        if tuple(self.params) != expected:
-            raise ZooError(f"form {self.form} takes parameters {list(expected)}, got {list(self.params)}", field="params")
+        if set(self.params) != set(expected):
+            raise ZooError(f"form {self.form} takes parameters {list(expected)}, got {list(self.params)}",
+                           field="params")
+        object.__setattr__(self, "params", {k: float(self.params[k]) for k in expected})  # canonical order
 
     def vector(self) -> list[float]:
         return [float(self.params[k]) for k in get_form(self.form).params]
@@ -74,7 +76,7 @@ class Tabulated:
     def __post_init__(self) -> None:
         if not (len(self.v) == len(self.inf) == len(self.tau)) or len(self.v) < 2:
             raise ZooError("tables v, inf and tau need the same length, at least 2", field="tables")
-        if any(b <= a for a, b in zip(self.v, self.v[1:])):
+        if any(b <= a for a, b in zip(self.v, self.v[1:], strict=False)):
             raise ZooError("voltage grid must increase strictly", field="v")
         if not all(math.isfinite(x) for x in (*self.inf, *self.tau)):
             raise ZooError("tables hold a non-finite value", field="tables")
@@ -82,7 +84,7 @@ class Tabulated:
             raise ZooError("tau must be positive everywhere", field="tau")
 
 
-Kinetics = Union[AlphaBeta, InfTau, Tabulated]
+Kinetics = AlphaBeta | InfTau | Tabulated
 
 
 @dataclass(frozen=True)

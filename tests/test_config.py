@@ -1,0 +1,48 @@
+"""Configuration: YAML, then --set overrides; unknown keys and bad values are named."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from suite.config import ConfigError, load_config
+
+
+@dataclass(frozen=True)
+class Example:
+    steps: int = 10
+    lr: float = 1e-3
+    kinds: tuple[str, ...] = ("node",)
+    device: str | None = None
+    compile: bool = False
+
+
+def test_defaults_then_file_then_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("steps: 20\nkinds: [node, sm1]\n")
+    c = load_config(Example, f, ["lr=1e-2", "compile=true", "device=cuda"])
+    assert c == Example(steps=20, lr=0.01, kinds=("node", "sm1"), device="cuda", compile=True)
+
+
+@pytest.mark.parametrize(("yaml_text", "overrides", "field"), [
+    ("stepz: 3\n", [], "stepz"),
+    ("", ["stepz=3"], "stepz"),
+    ("steps: many\n", [], "steps"),
+    ("", ["compile=3"], "compile"),
+    ("", ["steps"], "steps"),
+])
+def test_bad_keys_and_values_name_the_field(tmp_path: Path, yaml_text: str, overrides: list[str], field: str) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load_config(Example, f, overrides)
+    assert e.value.field == field
+
+
+def test_unreadable_or_non_mapping_file_names_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("- a list\n")
+    with pytest.raises(ConfigError, match=str(f)):
+        load_config(Example, f)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(Example, tmp_path / "missing.yaml")
