@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from channelzoo.errors import ZooError
-from suite.cli import zoo
+from suite.cli import figures, run, zoo
 from suite.config import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", default="results", help="folder of catalogues, result tables and figures")
     commands = parser.add_subparsers(dest="command", required=True)
     zoo.register(commands)
+    run.register(commands)
+    figures.register(commands)
     return parser
 
 
