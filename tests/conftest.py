@@ -1,0 +1,16 @@
+"""Shared fixtures: where the read-only shared data lies (tests skip what needs it when absent)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(os.environ.get("HYBRIDBENCH_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+
+@pytest.fixture(scope="session")
+def icg_root() -> Path:
+    root = SHARED / "data" / "icg"
+    if not root.is_dir():
+        pytest.skip(f"no ICG data at {root}")
+    return root
