@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +18,7 @@ from channelzoo.gates import Gate, InfTau, Rate, evaluate_gates
 from channelzoo.grid import ICG_GRID_MV
 from channelzoo.icg import TAU_FLOOR_MS, IcgImport, import_icg, omni_gates, parse_omnimodel
 
-ICG = Path(os.environ.get("HYBRIDBENCH_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "icg"
+ICG = SHARED / "data" / "icg"
 KD = ICG / "icg-channels-K" / "101629_kd.mod"
 NA = ICG / "icg-channels-Na" / "101629_na3n.mod"
 needs_data = pytest.mark.skipif(not ICG.is_dir(), reason=f"ICG clones not found at {ICG}")
