@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 
 import pandas as pd
 
+# experiment name -> module with ``render(rows, out_dir) -> list[Path]``.
+RENDERERS: dict[str, str] = {
+    "zoo-fit": "analysis.zoo_fit",
+}
+
 
 def render(experiment: str, rows: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Every figure and table of ``experiment`` under ``out_dir``; returns the files written."""
-    from analysis import zoo_fit
-
-    renderers = {"zoo-fit": zoo_fit.render}
-    if experiment not in renderers:
-        raise ValueError(f"no figures for experiment {experiment!r}; known: {', '.join(renderers)}")
-    return renderers[experiment](rows, Path(out_dir))
+    if experiment not in RENDERERS:
+        raise ValueError(f"no figures for experiment {experiment!r}; known: {', '.join(RENDERERS)}")
+    return import_module(RENDERERS[experiment]).render(rows, Path(out_dir))

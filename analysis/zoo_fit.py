@@ -108,13 +108,13 @@ def figure(rows: pd.DataFrame, out: str | Path) -> Path:
             ax.hist(np.clip(values, 0, upper), bins=bins, alpha=0.5, color=COLORS[model], label=model)
             logs.append((model, np.log10(np.maximum(values, 1e-16))))
         ax.set(title=title, xlabel="MSE (normalised)", ylabel="Frequency" if col == 0 else None)
-        inset = ax.inset_axes([0.55, 0.45, 0.4, 0.4])
+        inset = ax.inset_axes([0.58, 0.4, 0.4, 0.45])
         for model, values in logs:
             inset.hist(values, bins=30, alpha=0.5, color=COLORS[model])
         inset.set_title("log10", fontsize=7)
         inset.tick_params(labelsize=6)
         if col == 0:
-            ax.legend(frameon=False, loc="center right")
+            ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(0.15, 1.0))
         sns.despine(ax=ax)
     grid_v = np.asarray(ICG_GRID_MV)
     for col, ex in enumerate(_examples(rows)):

@@ -6,8 +6,10 @@ presence is what marks a job done, which makes a killed sweep resumable without 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -23,7 +25,7 @@ class StoreError(ValueError):
     """A result table this version cannot read; names the file."""
 
 
-def _atomic_write(path: Path, write: callable) -> None:
+def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -81,6 +83,31 @@ class ResultStore:
         rows = pd.concat(frames, ignore_index=True)
         rows.insert(1, "experiment", experiment)
         return rows
+
+    def write_manifest(self, experiment: str, sweep_key: str, config: dict, keys: list[str]) -> Path:
+        """The plan of a sweep (its config and job keys), so `status` can tell what is pending."""
+        path = self.root / "sweeps" / experiment / f"{sweep_key}.json"
+        blob = json.dumps({"experiment": experiment, "sweep_key": sweep_key, "config": config, "jobs": keys},
+                          indent=1, sort_keys=True)
+        _atomic_write(path, lambda tmp: Path(tmp).write_text(blob))
+        return path
+
+    def manifests(self, experiment: str) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted((self.root / "sweeps" / experiment).glob("*.json"))]
+
+    def status(self) -> list[dict]:
+        """Per experiment: jobs done, failed, pending (planned by a recorded sweep, not yet stored)."""
+        names = sorted(set(self.experiments()) | {p.name for p in (self.root / "sweeps").glob("*") if p.is_dir()})
+        out = []
+        for name in names:
+            done = self.done_keys(name)
+            planned = {k for m in self.manifests(name) for k in m["jobs"]}
+            rows = self.read(name) if done else pd.DataFrame()
+            failed = rows[rows["status"] == "failed"] if "status" in rows else rows.iloc[0:0]
+            out.append({"experiment": name, "done": len(done), "failed_jobs": int(failed["key"].nunique()),
+                        "pending": len(planned - done), "rows": len(rows),
+                        "failures": sorted(set(failed["error"])) if len(failed) else []})
+        return out
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """DuckDB with one view per experiment (``zoo-fit`` as ``zoo_fit``) and ``results`` over all."""

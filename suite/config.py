@@ -80,9 +80,10 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], origin: str = "config") 
     return cls(**{k: _coerce(v, hints[k], k, origin) for k, v in data.items()})
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Defaults of ``cls``, then the YAML file, then each ``key=value`` override."""
-    data: dict[str, Any] = {}
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = (),
+                preset: Mapping[str, Any] | None = None) -> T:
+    """Defaults of ``cls``, then a preset's values, then the YAML file, then each ``key=value`` override."""
+    data: dict[str, Any] = dict(preset or {})
     if path is not None:
         path = Path(path)
         try:

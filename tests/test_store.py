@@ -1,5 +1,6 @@
 """The result store and the in-process runner: atomic parts, resume without duplicates, failures as rows."""
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -7,8 +8,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from runners.local import run_local
 from runners.store import ResultStore, StoreError
+from runners.sweep import run_sweep
 from suite.experiments.base import Job, JobResult
 
 
@@ -41,8 +42,8 @@ class Squares:
 def test_rerun_skips_done_jobs_and_keeps_one_row_each(tmp_path: Path) -> None:
     store = ResultStore(tmp_path)
     exp = Squares()
-    first = run_local(exp, SquaresConfig(), store, log=None)
-    again = run_local(exp, SquaresConfig(), store, log=None)
+    first = run_sweep(exp, SquaresConfig(), store, stream=io.StringIO())
+    again = run_sweep(exp, SquaresConfig(), store, stream=io.StringIO())
     assert (first.ran, again.ran, again.skipped) == (4, 0, 4)
     assert exp.calls == [0, 1, 2, 3]
     rows = store.read("squares")
@@ -53,7 +54,7 @@ def test_rerun_skips_done_jobs_and_keeps_one_row_each(tmp_path: Path) -> None:
 
 def test_a_raising_job_is_a_failed_row_and_the_sweep_goes_on(tmp_path: Path) -> None:
     store = ResultStore(tmp_path)
-    summary = run_local(Squares(), SquaresConfig(fail_at=1), store, log=None)
+    summary = run_sweep(Squares(), SquaresConfig(fail_at=1), store, stream=io.StringIO())
     assert (summary.ran, summary.failed) == (4, 1)
     rows = store.read("squares")
     failed = rows[rows["status"] == "failed"]
@@ -71,7 +72,7 @@ def test_keys_follow_config_and_payload() -> None:
 
 def test_temporary_files_are_never_read_and_sql_sees_all_parts(tmp_path: Path) -> None:
     store = ResultStore(tmp_path)
-    run_local(Squares(), SquaresConfig(), store, log=None)
+    run_sweep(Squares(), SquaresConfig(), store, stream=io.StringIO())
     folder = store.tables / "experiment=squares"
     (folder / ".part-x.parquet.123.tmp").write_bytes(b"half a file")
     assert len(store.read("squares")) == 4
@@ -82,7 +83,7 @@ def test_temporary_files_are_never_read_and_sql_sees_all_parts(tmp_path: Path) -
 
 def test_a_newer_schema_is_refused_with_the_file_named(tmp_path: Path) -> None:
     store = ResultStore(tmp_path)
-    run_local(Squares(), SquaresConfig(n=1), store, log=None)
+    run_sweep(Squares(), SquaresConfig(n=1), store, stream=io.StringIO())
     part = next((store.tables / "experiment=squares").glob("part-*.parquet"))
     table = pq.read_table(part)
     pq.write_table(table.replace_schema_metadata({b"hybridbench.results.schema": b"99"}), part)

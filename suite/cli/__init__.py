@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from channelzoo.errors import ZooError
-from suite.cli import figures, run, zoo
+from suite.cli import figures, reproduce, results, run, zoo
 from suite.config import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.register(commands)
     run.register(commands)
     figures.register(commands)
+    results.register(commands)
+    reproduce.register(commands)
     return parser
 
 

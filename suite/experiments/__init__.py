@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from suite.config import ConfigError
 from suite.experiments.base import Experiment
 
+# name -> "module:class"; imported on demand so that one experiment's dependencies never slow another.
+EXPERIMENTS: dict[str, str] = {
+    "zoo-fit": "suite.experiments.zoo_fit:ZooFit",
+}
+
 
 def get_experiment(name: str) -> Experiment:
-    """The experiment called ``name`` (its module is imported on demand)."""
-    from suite.experiments import zoo_fit
-
-    registry: dict[str, type] = {zoo_fit.ZooFit.name: zoo_fit.ZooFit}
-    try:
-        return registry[name]()
-    except KeyError:
-        raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(sorted(registry))}",
-                          field="experiment") from None
+    """A fresh instance of the experiment called ``name``."""
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}",
+                          field="experiment")
+    module, _, cls = EXPERIMENTS[name].partition(":")
+    return getattr(import_module(module), cls)()

@@ -1,0 +1,31 @@
+"""What one job returns to the driver: stamped rows, artifacts, metrics. Runs where the job runs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from suite.experiments.base import Experiment, Job, failed_rows, stamp_rows
+
+
+@dataclass
+class Outcome:
+    job: Job
+    rows: pd.DataFrame
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    ok: bool = True
+
+
+def run_job(experiment: Experiment, job: Job, device: str) -> Outcome:
+    """Run one job; a job that raises becomes a failed row (a failure is data, the sweep goes on)."""
+    start = time.perf_counter()
+    try:
+        result = experiment.run(job, device)
+        rows, artifacts, metrics, ok = result.rows, result.artifacts, result.metrics, True
+    except Exception as e:
+        rows, artifacts, metrics, ok = failed_rows(job, e), {}, {}, False
+    wall = time.perf_counter() - start
+    return Outcome(job, stamp_rows(rows, job, device, wall), artifacts, {**metrics, "job_wall_time_s": wall}, ok)

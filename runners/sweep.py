@@ -1,0 +1,61 @@
+"""A sweep: plan, record the plan, skip what the store holds, run the rest on a backend.
+
+The driver alone writes the store and the tracker, as outcomes arrive. A part file is written
+atomically once its job is done, so a sweep killed at any moment and run again loses nothing
+and runs nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from runners.backends import InProcess, Ray
+from runners.progress import Progress
+from runners.store import ResultStore
+from runners.tracking import MlflowTracker, NoTracker
+from suite.config import to_dict
+from suite.experiments.base import Experiment
+
+
+@dataclass
+class SweepSummary:
+    sweep_key: str
+    planned: int
+    skipped: int
+    ran: int = 0
+    failed: int = 0
+    wall_time_s: float = 0.0
+
+
+def sweep_key(keys: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+
+
+def run_sweep(experiment: Experiment, config: Any, store: ResultStore, backend: InProcess | Ray | None = None,
+              tracker: MlflowTracker | NoTracker | None = None, stream: TextIO | None = None) -> SweepSummary:
+    backend = backend or InProcess()
+    tracker = tracker or NoTracker()
+    jobs = experiment.plan(config)
+    keys = [j.key for j in jobs]
+    key = sweep_key(keys)
+    store.write_manifest(experiment.name, key, to_dict(config), keys)
+    done = store.done_keys(experiment.name)
+    todo = [j for j in jobs if j.key not in done]
+    summary = SweepSummary(key, planned=len(jobs), skipped=len(jobs) - len(todo))
+    tracker.start(experiment.name, key, to_dict(config), len(jobs))
+    progress = Progress(experiment.name, len(todo), summary.skipped, stream)
+    status = "FAILED"
+    try:
+        for outcome in backend.map(experiment, todo):
+            store.write(experiment.name, outcome.job.key, outcome.rows, outcome.artifacts)
+            tracker.log(outcome)
+            summary.ran += 1
+            summary.failed += not outcome.ok
+            progress.update(outcome.ok, backend.running())
+        status = "FINISHED"
+    finally:
+        tracker.finish(status)
+    summary.wall_time_s = progress.elapsed()
+    return summary

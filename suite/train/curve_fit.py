@@ -1,0 +1,290 @@
+"""Fit gate ensembles to x_inf(V) and tau(V) curves, thousands of gates in one full-batch loop.
+
+The total loss is the sum of per-gate losses and AdamW acts per element, so each gate follows
+exactly the trajectory it would follow alone; a gate whose loss or gradient stops being finite
+is frozen and reported as diverged while the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from suite.train.schedule import warmup_cosine
+
+ERR1_TARGET = 0.05  # "a fit": ICG's err1 below this on both curves
+
+
+@dataclass(frozen=True)
+class CurveFitConfig:
+    """Training schedule and loss (defaults: the paper's 2 x 10,000 AdamW steps, warm-up then cosine)."""
+
+    steps_per_stage: int = 10_000
+    stages: int = 2
+    lr: float = 1e-3
+    warmup_fraction: float = 0.05
+    final_lr_fraction: float = 0.0
+    weight_decay: float = 1e-4
+    loss: str = "paper"  # a key of LOSSES
+    check_every: int = 100  # steps between convergence checks and parameter snapshots
+    err1_threshold: float = ERR1_TARGET
+    compile: bool = False  # torch.compile the loss step (falls back to eager if compiling fails)
+    num_threads: int | None = None  # torch intra-op threads during the fit; None leaves them as they are
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
+        for name in ("steps_per_stage", "stages", "check_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_stage * self.stages
+
+
+@dataclass
+class Targets:
+    """Target curves ``[G, N]`` and the per-gate scales every loss and metric needs, computed once."""
+
+    inf: Tensor
+    tau: Tensor
+    std_inf: Tensor  # [G, 1], population std over the grid (ICG's err1 denominator)
+    std_tau: Tensor
+    inv_scale_inf: Tensor  # [G, 1], 1 / max(std, 1): the paper's residual scaling
+    inv_scale_tau: Tensor
+    log_tau: Tensor
+
+    @classmethod
+    def of(cls, inf: Tensor, tau: Tensor) -> Targets:
+        std_inf = inf.std(-1, correction=0, keepdim=True)
+        std_tau = tau.std(-1, correction=0, keepdim=True)
+        # maximum() keeps a NaN std NaN, so a poisoned target shows up as a non-finite loss.
+        one = torch.ones_like(std_inf)
+        return cls(inf, tau, std_inf, std_tau, 1.0 / torch.maximum(std_inf, one),
+                   1.0 / torch.maximum(std_tau, one), torch.log(tau))
+
+
+def paper_loss(inf: Tensor, tau: Tensor, t: Targets) -> Tensor:
+    """Per gate: MSE(x_inf) + MSE(tau), each residual divided by max(std(target), 1)."""
+    return ((inf - t.inf) * t.inv_scale_inf).square().mean(-1) + ((tau - t.tau) * t.inv_scale_tau).square().mean(-1)
+
+
+def log_tau_loss(inf: Tensor, tau: Tensor, t: Targets) -> Tensor:
+    """Per gate: scaled MSE(x_inf) + MSE(log tau), which weighs fast and slow time constants alike."""
+    return ((inf - t.inf) * t.inv_scale_inf).square().mean(-1) + (torch.log(tau) - t.log_tau).square().mean(-1)
+
+
+LOSSES: dict[str, Callable[[Tensor, Tensor, Targets], Tensor]] = {"paper": paper_loss, "log_tau": log_tau_loss}
+
+
+def curve_metrics(inf: Tensor, tau: Tensor, inf_target: Tensor, tau_target: Tensor) -> dict[str, Tensor]:
+    """Per-gate plain MSE, ICG's err1 (RMSE / std(target)) and err3 (||target - fit|| / ||target||)."""
+    out: dict[str, Tensor] = {}
+    for name, fit, target in (("inf", inf, inf_target), ("tau", tau, tau_target)):
+        diff = fit - target
+        mse = diff.square().mean(-1)
+        out[f"mse_{name}"] = mse
+        out[f"err1_{name}"] = mse.sqrt() / target.std(-1, correction=0)
+        out[f"err3_{name}"] = diff.norm(dim=-1) / target.norm(dim=-1)
+    return out
+
+
+@dataclass
+class CurveFitResult:
+    """Per-gate outcome of a fit; tensors on CPU, one entry per gate of the ensemble."""
+
+    loss: Tensor  # [G] final training loss
+    diverged: Tensor  # [G] bool
+    diverged_step: Tensor  # [G] step at which the gate was frozen, -1 if never
+    steps_to_err1: Tensor  # [G] first checked step with err1 < threshold on both curves, -1 if never
+    metrics: dict[str, Tensor]  # mse_inf, mse_tau, err1_inf, err1_tau, err3_inf, err3_tau, each [G]
+    inf_fit: Tensor  # [G, N]
+    tau_fit: Tensor  # [G, N] (ms)
+    check_steps: Tensor  # [C] steps at which the loss was recorded
+    loss_history: Tensor  # [C, G]
+    steps: int
+    wall_s: float
+    compiled: bool
+    extras: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def status(self) -> list[str]:
+        return ["diverged" if d else "ok" for d in self.diverged.tolist()]
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Per-gate scalar columns for a tidy table (``pandas.DataFrame(result.columns())``)."""
+        cols = {"loss": self.loss, "diverged_step": self.diverged_step, "steps_to_err1": self.steps_to_err1,
+                **self.metrics}
+        out = {k: v.numpy() for k, v in cols.items()}
+        out["status"] = np.array(self.status, dtype=object)
+        return out
+
+
+def repeat_for_seeds(inf: Tensor, tau: Tensor, seeds: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Targets repeated gate-major for ``seeds`` copies each: (inf, tau, gate_index, seed_index), G * seeds rows."""
+    g = inf.shape[0]
+    gate_index = torch.arange(g, device=inf.device).repeat_interleave(seeds)
+    seed_index = torch.arange(seeds, device=inf.device).repeat(g)
+    return inf.repeat_interleave(seeds, 0), tau.repeat_interleave(seeds, 0), gate_index, seed_index
+
+
+def best_per_group(score: Tensor, group: Tensor, n_groups: int) -> Tensor:
+    """Index of the lowest finite ``score`` within each group (e.g. best seed or best supermodel per gate).
+
+    Non-finite scores count as +inf; a group with none finite points at its first member.
+    """
+    s = torch.where(torch.isfinite(score), score, torch.full_like(score, float("inf")))
+    best = torch.full((n_groups,), float("inf"), dtype=s.dtype, device=s.device).scatter_reduce(
+        0, group, s, reduce="amin")
+    is_best = s == best[group]
+    # Among ties (or all-inf groups) keep the first member: the smallest index with is_best.
+    candidate = torch.where(is_best, torch.arange(s.numel(), device=s.device), torch.full_like(group, s.numel()))
+    first = torch.full((n_groups,), s.numel(), dtype=torch.long, device=s.device).scatter_reduce(
+        0, group, candidate, reduce="amin")
+    return first
+
+
+class _LossStep(nn.Module):
+    """Forward pass, per-gate loss and the still-finite mask; a module so ``torch.compile`` sees one graph."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor, Targets], Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, v: Tensor, targets: Targets, active: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        inf, tau = self.model(v)
+        per_gate = self.loss_fn(inf, tau, targets)
+        # The sum's gradient is 1 for every gate whatever its value, so a NaN gate cannot reach another
+        # gate's gradient; zeroing it only keeps the total readable.
+        total = torch.where(active, per_gate, torch.zeros_like(per_gate)).sum()
+        return total, per_gate.detach(), inf.detach(), tau.detach(), active & torch.isfinite(per_gate)
+
+
+class _Stepper:
+    """Runs the loss step compiled when asked and possible: compile errors surface on the first call."""
+
+    def __init__(self, step: _LossStep, compile_it: bool) -> None:
+        self.eager = step
+        self.compiled = torch.compile(step, dynamic=False) if compile_it else None
+
+    def __call__(self, *args: object) -> tuple[Tensor, ...]:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as e:  # noqa: BLE001 - any backend failure means: run eagerly
+                warnings.warn(f"torch.compile failed, fitting eagerly: {type(e).__name__}: {e}", stacklevel=2)
+                self.compiled = None
+        return self.eager(*args)
+
+
+def _adamw(params: list[nn.Parameter], config: CurveFitConfig, lr: float) -> torch.optim.Optimizer:
+    """AdamW, fused (one kernel per tensor) where the device supports it, else foreach."""
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, foreach=True)
+
+
+def fit_curves(model: nn.Module, v_grid: Tensor, inf_target: Tensor, tau_target: Tensor,
+               config: CurveFitConfig | None = None) -> CurveFitResult:
+    """Fit every gate of ``model`` to its row of ``inf_target``/``tau_target`` (``[G, N]`` on ``v_grid`` ``[N]`` mV).
+
+    The model's parameters are trained in place; a diverged gate is left at its last checked
+    parameters with a finite loss.
+    """
+    config = config or CurveFitConfig()
+    params = [p for p in model.parameters() if p.requires_grad]
+    device, dtype = params[0].device, params[0].dtype
+    size = inf_target.shape[0]
+    if inf_target.shape != tau_target.shape or inf_target.dim() != 2 or inf_target.shape[1] != v_grid.numel():
+        raise ValueError(f"targets must both be [G, {v_grid.numel()}], got {tuple(inf_target.shape)} "
+                         f"and {tuple(tau_target.shape)}")
+    if any(p.shape[0] != size for p in params):
+        raise ValueError(f"every parameter must have the {size} gates as its leading dimension")
+    threads_before = torch.get_num_threads()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    try:
+        return _fit(model, params, v_grid.to(device, dtype).expand(size, -1),
+                    Targets.of(inf_target.to(device, dtype), tau_target.to(device, dtype)), config)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _fit(model: nn.Module, params: list[nn.Parameter], v: Tensor, targets: Targets,
+         config: CurveFitConfig) -> CurveFitResult:
+    size, device = v.shape[0], v.device
+    stepper = _Stepper(_LossStep(model, LOSSES[config.loss]), config.compile)
+    active = torch.ones(size, dtype=torch.bool, device=device)
+    alive_steps = torch.zeros(size, dtype=torch.long, device=device)  # = the step a gate froze at, once frozen
+    reached = torch.full((size,), -1, dtype=torch.long, device=device)
+    snapshot = [p.detach().clone() for p in params]
+    views = [(size,) + (1,) * (p.dim() - 1) for p in params]
+    check_steps: list[int] = []
+    history: list[Tensor] = []
+    lrs = warmup_cosine(config.steps_per_stage, config.lr, round(config.warmup_fraction * config.steps_per_stage),
+                        config.final_lr_fraction * config.lr)
+    start = time.perf_counter()
+    step = 0
+    for _ in range(config.stages):
+        opt = _adamw(params, config, lrs[0])  # each stage is a warm restart: fresh moments, warm-up again
+        for lr in lrs:
+            for group in opt.param_groups:
+                group["lr"] = lr
+            total, per_gate, inf, tau, active = stepper(v, targets, active)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            alive_steps.add_(active)
+            if step % config.check_every == 0:
+                reached = _record(reached, step, inf, tau, targets, config.err1_threshold)
+                _keep_where(snapshot, params, views, active)  # parameters with a finite loss
+                check_steps.append(step)
+                history.append(per_gate)
+            opt.step()
+            step += 1
+    wall = time.perf_counter() - start
+
+    with torch.no_grad():
+        inf, tau = model(v)
+        per_gate = LOSSES[config.loss](inf, tau, targets)
+        active = active & torch.isfinite(per_gate)
+        # A frozen gate goes back to its last checked parameters that gave a finite loss.
+        _keep_where(params, snapshot, views, ~active)
+        inf, tau = model(v)
+        per_gate = LOSSES[config.loss](inf, tau, targets)
+        reached = _record(reached, step, inf, tau, targets, config.err1_threshold)
+        metrics = curve_metrics(inf, tau, targets.inf, targets.tau)
+    check_steps.append(step)
+    history.append(per_gate)
+    cpu = {"device": "cpu"}
+    return CurveFitResult(
+        loss=per_gate.to(**cpu), diverged=(~active).to(**cpu),
+        diverged_step=torch.where(active, torch.full_like(alive_steps, -1), alive_steps).to(**cpu),
+        steps_to_err1=reached.to(**cpu), metrics={k: m.to(**cpu) for k, m in metrics.items()},
+        inf_fit=inf.to(**cpu), tau_fit=tau.to(**cpu), check_steps=torch.tensor(check_steps),
+        loss_history=torch.stack(history).to(**cpu), steps=step, wall_s=wall, compiled=stepper.compiled is not None)
+
+
+@torch.no_grad()
+def _keep_where(dest: list[Tensor], src: list[Tensor], views: list[tuple[int, ...]], mask: Tensor) -> None:
+    """dest[g] = src[g] for the gates where ``mask`` holds, tensor by tensor."""
+    for d, s, view in zip(dest, src, views, strict=True):
+        d.copy_(torch.where(mask.view(view), s.detach(), d))
+
+
+def _record(reached: Tensor, step: int, inf: Tensor, tau: Tensor, t: Targets, threshold: float) -> Tensor:
+    """First step at which both curves reach err1 < threshold (ICG's RMSE / std(target))."""
+    err1_inf = (inf - t.inf).square().mean(-1).sqrt() / t.std_inf[:, 0]
+    err1_tau = (tau - t.tau).square().mean(-1).sqrt() / t.std_tau[:, 0]
+    now = (reached < 0) & (err1_inf < threshold) & (err1_tau < threshold)
+    return torch.where(now, torch.full_like(reached, step), reached)
