@@ -10,6 +10,8 @@ import pandas as pd
 # experiment name -> module with ``render(rows, out_dir) -> list[Path]``.
 RENDERERS: dict[str, str] = {
     "zoo-fit": "analysis.zoo_fit",
+    "reduction": "analysis.reduction",
+    "recovery": "analysis.recovery",
 }
 
 

@@ -10,6 +10,8 @@ from suite.experiments.base import Experiment
 # name -> "module:class"; imported on demand so that one experiment's dependencies never slow another.
 EXPERIMENTS: dict[str, str] = {
     "zoo-fit": "suite.experiments.zoo_fit:ZooFit",
+    "reduction": "suite.experiments.reduction:Reduction",
+    "recovery": "suite.experiments.recovery:Recovery",
 }
 
 

@@ -19,6 +19,7 @@ the target falls off on each side (tau_max / tau = cosh(k y) for a symmetric bel
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -196,19 +197,22 @@ class ExpertGateEnsemble(nn.Module):
 
     def export(self) -> list[InfTau]:
         """One declarative channelzoo ``InfTau`` per gate (float64 values), e.g. for the catalogue."""
-        with torch.no_grad():
-            p_inf, p_tau = (p.detach().to("cpu", torch.float64).tolist() for p in self.form_params())
         inf_form, tau_form = self.forms
-        return [InfTau(Rate.of(inf_form, a), Rate.of(tau_form, b)) for a, b in zip(p_inf, p_tau, strict=True)]
+        return [InfTau(Rate.of(inf_form, a), Rate.of(tau_form, b)) for a, b in zip(*self._exported(), strict=True)]
 
-    def export_dicts(self) -> list[dict[str, dict[str, float]]]:
-        """``{"inf": {param: value}, "tau": {...}, "inf_form": name, "tau_form": name}`` per gate."""
+    def export_dicts(self) -> list[dict[str, Any]]:
+        """``{"inf_form": name, "inf": {param: value}, "tau_form": name, "tau": {...}}`` per gate."""
         names = get_form(self.forms[0]).params, get_form(self.forms[1]).params
+        return [{"inf_form": self.forms[0], "inf": dict(zip(names[0], a, strict=True)),
+                 "tau_form": self.forms[1], "tau": dict(zip(names[1], b, strict=True))}
+                for a, b in zip(*self._exported(), strict=True)]
+
+    def _exported(self) -> tuple[list[list[float]], list[list[float]]]:
+        # Mapped in float64 from the learned coordinates, so no rounding is added on top of the model's own.
         with torch.no_grad():
-            p_inf, p_tau = (p.detach().to("cpu", torch.float64).tolist() for p in self.form_params())
-        return [{"inf_form": self.forms[0], "tau_form": self.forms[1],
-                 "inf": dict(zip(names[0], a, strict=True)), "tau": dict(zip(names[1], b, strict=True))}
-                for a, b in zip(p_inf, p_tau, strict=True)]
+            p_inf = self.inf_piece.form_params(self.theta_inf.detach().to("cpu", torch.float64))
+            p_tau = self.tau_piece.form_params(self.theta_tau.detach().to("cpu", torch.float64))
+        return p_inf.tolist(), p_tau.tolist()
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, size={self.size}, forms={self.forms}"

@@ -1,0 +1,477 @@
+"""Reduction (PAPER.md, experiment 3): a multicompartment neuron as one compartment with a learned axial current.
+
+Ground truth is our cable simulator (NEURON as a cross-check) on a morphology with Pospischil Na,
+Kd, M and leak everywhere, driven by a soma step. Three kinds of job, each self-contained (the SWC
+text travels in the payload):
+
+- ``reference``: the full cell, its soma trace and axial current, and NEURON's difference from it;
+- ``baselines``: the soma alone (stimulus scaled by A_soma / A_total), with fitted area, and with
+  fitted area and capacitance;
+- ``hybrid`` (one per width): every (N_z, seed) hybrid of that width trained as one ensemble;
+- ``cost``: the cost of simulating ``cost_ms`` with every model, side by side in one process (the full
+  cell in ours and in NEURON, each hybrid architecture, the plain soma), one trace and batched. A
+  model's cost depends on its architecture, not its weights, so untrained ones stand in.
+
+Every model is scored on the training trace and out of distribution: the step held to ``ood_stop``
+over ``ood_t_stop`` ms, other amplitudes, and the step plus Ornstein-Uhlenbeck noise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from channelzoo.models import pospischil_jaxley
+from suite.config import ConfigError
+from suite.experiments.base import Job, JobResult
+from suite.sim.cable import Cable, axial_current
+from suite.sim.compartments import Compartments, compartmentalise
+from suite.sim.generated_morphology import pyramidal
+from suite.sim.morphology import MorphologyError, parse_swc
+from suite.sim.reduced import AxialODE, ReducedSoma, run_fused
+from suite.train.reduction_fit import ReductionFitConfig, fit_reduced
+
+CA1 = "ca1"  # shortcut for the paper's CA1 morphology in the shared data
+CA1_FILE = "data/morphologies/ca1_n120_single_point_soma.swc"
+RECORD_EVERY = 4  # stored traces every 4th step (0.1 ms at dt 0.025)
+NOISE_TAU_MS = 2.0
+
+
+def shared_root() -> Path:
+    """The read-only shared folder: $HYBRIDBENCH_SHARED, else ../shared beside the repository."""
+    return Path(os.environ.get("HYBRIDBENCH_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+
+
+@dataclass(frozen=True)
+class ReductionConfig:
+    morphology: str = ""  # an SWC file, "ca1" (the paper's cell in the shared data) or "" (generated pyramidal)
+    nseg: int = 1  # compartments per section (0: the d_lambda rule)
+    ra: float = 100.0  # Ohm cm
+    cm: float = 1.0  # uF/cm2
+    temperature: float = 36.0  # C
+    amplitude: float = 0.65  # nA, soma step
+    stim_start: float = 10.0
+    stim_stop: float = 50.0
+    t_stop: float = 70.0
+    dt: float = 0.025
+    v_init: float = -70.0
+    train_amplitudes: tuple[float, ...] = ()  # more training traces beside ``amplitude`` (paper: none)
+    n_latents: tuple[int, ...] = (1, 2, 4, 8)
+    widths: tuple[int, ...] = (32, 64)
+    depth: int = 2
+    activation: str = "tanh"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    teacher_steps: int = 800
+    teacher_lr: float = 1e-2
+    closed_steps: tuple[int, ...] = (200, 200, 600)
+    curriculum: tuple[float, ...] = (0.3, 0.6, 1.0)
+    closed_lr: float = 3e-4
+    grad_clip: float = 1.0
+    loss_every: int = 4
+    ood_stop: float = 90.0
+    ood_t_stop: float = 110.0
+    ood_amplitudes: tuple[float, ...] = (0.5, 0.8)
+    noise_sigma: float = 0.1  # nA, OU noise on the step
+    noise_seed: int = 0
+    converged_mv: float = 5.0
+    cost_ms: float = 1000.0  # simulated time of the cost measurements
+    cost_repeats: int = 3
+    cost_batch: int = 64  # traces in the batched cost measurements
+    baseline_grid: int = 41
+    neuron: bool = True  # NEURON cross-check and timing (skipped with a note where NEURON is missing)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.n_latents or min(self.n_latents) < 1:
+            raise ConfigError("n_latents must list positive integers", field="n_latents")
+        if not self.widths or min(self.widths) < 1:
+            raise ConfigError("widths must list positive integers", field="widths")
+        if not self.seeds:
+            raise ConfigError("at least one seed", field="seeds")
+        if self.activation not in ("tanh", "silu"):
+            raise ConfigError("activation must be tanh or silu (the compiled kernel's)", field="activation")
+        if len(self.closed_steps) != len(self.curriculum):
+            raise ConfigError("closed_steps and curriculum need the same length", field="curriculum")
+        if not 0 <= self.stim_start < self.stim_stop <= self.ood_stop <= self.ood_t_stop:
+            raise ConfigError("need 0 <= stim_start < stim_stop <= ood_stop <= ood_t_stop", field="stim_stop")
+        if self.nseg < 0:
+            raise ConfigError("nseg must be >= 0 (0: d_lambda)", field="nseg")
+
+    def fit_config(self) -> ReductionFitConfig:
+        return ReductionFitConfig(teacher_steps=self.teacher_steps, closed_steps=self.closed_steps,
+                                  curriculum=self.curriculum, lr=self.teacher_lr, closed_lr=self.closed_lr,
+                                  grad_clip=self.grad_clip, loss_every=self.loss_every)
+
+
+def morphology_text(config: ReductionConfig) -> str:
+    """The SWC text the jobs carry ("" for the generated morphology)."""
+    if not config.morphology:
+        return ""
+    path = shared_root() / CA1_FILE if config.morphology == CA1 else Path(config.morphology)
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read morphology ({e.strerror})", file=str(path), field="morphology") from None
+
+
+@dataclass
+class Setup:
+    """What every job builds first: the cell, its cable, the channels and the stimulus protocols."""
+
+    compartments: Compartments
+    cable: Cable
+    channels: tuple
+    protocols: dict[str, tuple[torch.Tensor, float]]  # name -> (stimulus [T] nA at step midpoints, t_stop)
+    swc: str
+
+    @property
+    def area_soma(self) -> float:
+        return float(self.compartments.area[self.compartments.soma])
+
+    @property
+    def area_total(self) -> float:
+        return self.compartments.total_area
+
+
+def step(amplitude: float, start: float, stop: float, t_stop: float, dt: float) -> torch.Tensor:
+    """A step current (nA) sampled at step midpoints, as NEURON's IClamp sees it."""
+    mid = (torch.arange(int(round(t_stop / dt)), dtype=torch.float64) + 0.5) * dt
+    return amplitude * ((mid >= start) & (mid < stop)).double()
+
+
+def noisy_step(config: ReductionConfig) -> torch.Tensor:
+    """The training step plus Ornstein-Uhlenbeck noise (sd ``noise_sigma`` nA, tau 2 ms) while it is on."""
+    base = step(config.amplitude, config.stim_start, config.stim_stop, config.t_stop, config.dt)
+    gen = torch.Generator().manual_seed(config.noise_seed)
+    a = math.exp(-config.dt / NOISE_TAU_MS)
+    xi = torch.randn(base.shape[0], generator=gen, dtype=torch.float64)
+    ou = torch.empty_like(xi)
+    ou[0] = xi[0]
+    for k in range(1, len(xi)):
+        ou[k] = a * ou[k - 1] + math.sqrt(1 - a * a) * xi[k]
+    return base + config.noise_sigma * ou * (base != 0)
+
+
+def protocols(config: ReductionConfig) -> dict[str, tuple[torch.Tensor, float]]:
+    c = config
+    out = {"train": (step(c.amplitude, c.stim_start, c.stim_stop, c.t_stop, c.dt), c.t_stop),
+           "long": (step(c.amplitude, c.stim_start, c.ood_stop, c.ood_t_stop, c.dt), c.ood_t_stop)}
+    for a in c.ood_amplitudes:
+        out[f"amp_{a:g}"] = (step(a, c.stim_start, c.stim_stop, c.t_stop, c.dt), c.t_stop)
+    out["noise"] = (noisy_step(c), c.t_stop)
+    for a in c.train_amplitudes:
+        out[f"train_{a:g}"] = (step(a, c.stim_start, c.stim_stop, c.t_stop, c.dt), c.t_stop)
+    return out
+
+
+def heldout_names(config: ReductionConfig) -> list[str]:
+    return ["long", *(f"amp_{a:g}" for a in config.ood_amplitudes), "noise"]
+
+
+def setup(config: ReductionConfig, swc: str) -> Setup:
+    try:
+        morph = parse_swc(swc, config.morphology or "swc") if swc else pyramidal()
+    except MorphologyError as e:
+        raise ConfigError(str(e), field="morphology") from None
+    comp = compartmentalise(morph, "d_lambda" if config.nseg == 0 else config.nseg, ra=config.ra, cm=config.cm)
+    channels = pospischil_jaxley().channels
+    cable = Cable(comp, channels, config.cm, temperature=config.temperature)
+    return Setup(comp, cable, channels, protocols(config), swc)
+
+
+def ground_truth(s: Setup, config: ReductionConfig, names: list[str]) -> dict[str, np.ndarray]:
+    """The full cell's soma voltage for each protocol ``[T+1]``."""
+    out = {}
+    for name in names:
+        stim, _ = s.protocols[name]
+        out[name] = s.cable.simulate(stim.unsqueeze(0), config.dt, config.v_init).v[0, :, 0].numpy()
+    return out
+
+
+def rmse(a: np.ndarray, b: np.ndarray) -> float:
+    value = float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+    return value if math.isfinite(value) else float("nan")
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> float:
+    """Best wall time of ``repeats`` calls (after one warm-up call)."""
+    fn()
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _thin(x: np.ndarray) -> list[float]:
+    return np.asarray(x, dtype=np.float64)[..., ::RECORD_EVERY].reshape(-1).tolist()
+
+
+class Reduction:
+    name = "reduction"
+    config_type = ReductionConfig
+
+    def presets(self) -> dict[str, dict[str, Any]]:
+        return {
+            "quick": {"morphology": "", "n_latents": [1, 4], "widths": [32], "seeds": [0, 1], "teacher_steps": 150,
+                      "closed_steps": [30, 30, 60], "cost_ms": 200.0, "cost_repeats": 2, "cost_batch": 16,
+                      "baseline_grid": 21},
+            "paper": {"morphology": CA1, "n_latents": [1, 2, 4, 8], "widths": [32, 64], "seeds": [0, 1, 2, 3, 4]},
+        }
+
+    def plan(self, config: ReductionConfig) -> list[Job]:
+        swc = morphology_text(config)
+        jobs = [Job.make(self.name, config, 0, config.seed, {"kind": "reference", "swc": swc}),
+                Job.make(self.name, config, 1, config.seed, {"kind": "baselines", "swc": swc})]
+        for k, width in enumerate(config.widths):
+            jobs.append(Job.make(self.name, config, 2 + k, config.seed,
+                                 {"kind": "hybrid", "width": int(width), "swc": swc}))
+        jobs.append(Job.make(self.name, config, 2 + len(config.widths), config.seed, {"kind": "cost", "swc": swc}))
+        return jobs
+
+    def run(self, job: Job, device: str) -> JobResult:
+        config: ReductionConfig = job.config
+        s = setup(config, job.payload["swc"])
+        kind = job.payload["kind"]
+        if kind == "reference":
+            rows = run_reference(s, config)
+        elif kind == "baselines":
+            rows = run_baselines(s, config)
+        elif kind == "hybrid":
+            rows = run_hybrids(s, config, int(job.payload["width"]))
+        elif kind == "cost":
+            rows = run_costs(s, config)
+        else:
+            raise ValueError(f"unknown job kind {kind!r}")
+        rows.insert(0, "kind", rows.pop("kind"))
+        for key in ("morphology", "nseg", "amplitude", "stim_stop", "t_stop", "dt"):
+            rows[key] = getattr(config, key) if key != "morphology" else (config.morphology or "generated")
+        rows["train_amplitudes"] = ",".join(f"{a:g}" for a in (config.amplitude, *config.train_amplitudes))
+        return JobResult(rows, metrics=_metrics(rows))
+
+
+def _metrics(rows: pd.DataFrame) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if "rmse_train" in rows and rows["rmse_train"].notna().any():
+        out["best_rmse_train"] = float(rows["rmse_train"].min())
+    if "rmse_heldout" in rows and rows["rmse_heldout"].notna().any():
+        out["best_rmse_heldout"] = float(rows["rmse_heldout"].min())
+    return out
+
+
+# -- reference: the full cell --------------------------------------------------------------------------------------
+def run_reference(s: Setup, config: ReductionConfig) -> pd.DataFrame:
+    comp = s.compartments
+    names = ["train", "long"]
+    truth = ground_truth(s, config, names)
+    nbrs = [comp.soma] + [j for j in range(comp.n_nodes) if comp.parent[j] == comp.soma]
+    if comp.parent[comp.soma] >= 0:
+        nbrs.append(int(comp.parent[comp.soma]))
+    stim_train = s.protocols["train"][0]
+    rec = s.cable.simulate(stim_train.unsqueeze(0), config.dt, config.v_init, record=nbrs).v[0]
+    full = torch.zeros(rec.shape[0], comp.n_nodes, dtype=torch.float64)
+    full[:, nbrs] = rec
+    i_ax = axial_current(comp, full).numpy()
+    base = {"kind": "multicompartment", "n_compartments": int((comp.area > 0).sum()), "n_nodes": comp.n_nodes,
+            "area_soma_um2": s.area_soma, "area_total_um2": s.area_total, "rmse_train": 0.0,
+            "v_train": _thin(truth["train"]), "v_long": _thin(truth["long"]), "i_axial": _thin(i_ax[:-1]),
+            "node_xyz": comp.xyz.reshape(-1).tolist(), "node_parent": comp.parent.tolist(),
+            "node_region": list(comp.region)}
+    rows = [{**base, "simulator": "ours"}]
+    rows.append({**_neuron_row(s, config, truth["train"]), "kind": "multicompartment", "simulator": "neuron",
+                 "n_compartments": base["n_compartments"]})
+    return pd.DataFrame(rows)
+
+
+def _neuron_row(s: Setup, config: ReductionConfig, ours: np.ndarray) -> dict[str, Any]:
+    """NEURON on the same SWC: mean |V_neuron - V_ours| on the training protocol."""
+    from suite.sim.neuron_cable import build_cell, neuron_available
+
+    if not config.neuron:
+        return {"status": "ok", "error": "skipped (neuron=false)"}
+    if not neuron_available():
+        return {"status": "ok", "error": "skipped: NEURON or nrnivmodl not installed"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cell.swc"
+        path.write_text(s.swc or pyramidal().to_swc())
+        cell = build_cell(path, s.channels, ra=config.ra, cm=config.cm,
+                          nseg="d_lambda" if config.nseg == 0 else config.nseg)
+        dur = config.stim_stop - config.stim_start
+        v, _ = cell.run(config.amplitude, config.stim_start, dur, config.t_stop, config.dt, config.v_init,
+                        config.temperature)
+        diff = np.abs(v[: len(ours)] - ours)
+        cell.close()
+    return {"neuron_mean_abs_diff_mv": float(diff.mean()), "neuron_max_abs_diff_mv": float(diff.max()),
+            "v_neuron_train": _thin(v[: len(ours)])}
+
+
+# -- baselines: the soma alone -------------------------------------------------------------------------------------
+def soma_cable(s: Setup, config: ReductionConfig, cm_factor: float = 1.0) -> Cable:
+    """The soma section alone, with its channels, as a one-compartment cable (the compiled kernel runs it)."""
+    comp = compartmentalise(s.compartments.sections[:1], 1, ra=config.ra)
+    return Cable(comp, s.channels, cm_factor * config.cm, temperature=config.temperature)
+
+
+def _soma_sims(s: Setup, config: ReductionConfig, stim: torch.Tensor, area_um2: torch.Tensor,
+               cm_factor: float) -> np.ndarray:
+    """The soma alone as if its area were ``area_um2`` ``[N]`` (stimulus density I / A): ``[N, T+1]`` mV."""
+    cells = stim.unsqueeze(0) * (s.area_soma / area_um2).unsqueeze(1)
+    return soma_cable(s, config, cm_factor).simulate(cells, config.dt, config.v_init).v[:, :, 0].numpy()
+
+
+def _grid_fit(s: Setup, config: ReductionConfig, truth: np.ndarray, fit_c: bool) -> tuple[float, float]:
+    """Area (and capacitance) minimising the training RMSE: a log grid, then a finer one around the best."""
+    stim = s.protocols["train"][0]
+    lo, hi = math.log(s.area_soma * 0.5), math.log(s.area_total * 1.5)
+    c_lo, c_hi = math.log(0.3), math.log(5.0)
+    n = config.baseline_grid
+    best, best_err = (math.exp(lo), 1.0), float("inf")
+    for _ in range(2):
+        areas = torch.linspace(lo, hi, n, dtype=torch.float64).exp()
+        cms = torch.linspace(c_lo, c_hi, n, dtype=torch.float64).exp().tolist() if fit_c else [1.0]
+        for c in cms:
+            v = _soma_sims(s, config, stim, areas, c)
+            err = np.sqrt(np.nanmean((v - truth) ** 2, axis=1))
+            err = np.where(np.isfinite(err), err, np.inf)
+            k = int(np.argmin(err))
+            if err[k] < best_err:
+                best, best_err = (float(areas[k]), float(c)), float(err[k])
+        da, dc = (hi - lo) / (n - 1), (c_hi - c_lo) / (n - 1)
+        lo, hi = math.log(best[0]) - 2 * da, math.log(best[0]) + 2 * da
+        if fit_c:
+            c_lo, c_hi = math.log(best[1]) - 2 * dc, math.log(best[1]) + 2 * dc
+    return best
+
+
+def run_baselines(s: Setup, config: ReductionConfig) -> pd.DataFrame:
+    names = ["train", *heldout_names(config)]
+    truth = ground_truth(s, config, names)
+    start = time.perf_counter()
+    fits = {"soma": (s.area_total, 1.0),  # the soma with the stimulus scaled by A_soma / A_total
+            "soma_area": _grid_fit(s, config, truth["train"], fit_c=False)}
+    t_area = time.perf_counter() - start
+    fits["soma_area_c"] = _grid_fit(s, config, truth["train"], fit_c=True)
+    t_both = time.perf_counter() - start - t_area
+    rows = []
+    for kind, (area, c) in fits.items():
+        row: dict[str, Any] = {"kind": kind, "area_um2": area, "cm_factor": c,
+                               "train_time_s": {"soma": 0.0, "soma_area": t_area, "soma_area_c": t_both}[kind]}
+        # The soma has its own area: a fitted area A means the stimulus density of I / A on it.
+        for name in names:
+            stim = s.protocols[name][0]
+            v = _soma_sims(s, config, stim, torch.tensor([area], dtype=torch.float64), c)[0]
+            row[f"rmse_{name}"] = rmse(v, truth[name])
+            if name in ("train", "long"):
+                row[f"v_{name}"] = _thin(v)
+        row["rmse_heldout"] = float(np.mean([row[f"rmse_{n}"] for n in heldout_names(config)]))
+        row["converged"] = bool(row["rmse_train"] < config.converged_mv)
+        row["status"] = "ok" if math.isfinite(row["rmse_train"]) else "diverged"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# -- hybrids ------------------------------------------------------------------------------------------------------
+def run_hybrids(s: Setup, config: ReductionConfig, width: int) -> pd.DataFrame:
+    train_names = ["train", *(f"train_{a:g}" for a in config.train_amplitudes)]
+    names = [*train_names, *heldout_names(config)]
+    truth = ground_truth(s, config, names)
+    models = [(nz, seed) for nz in config.n_latents for seed in config.seeds]
+    axial = AxialODE([nz for nz, _ in models], width=width, depth=config.depth, activation=config.activation,
+                     seeds=[config.seed * 1_000_003 + seed * 1009 + nz * 31 + width for nz, seed in models],
+                     dtype=torch.float64)
+    hybrid = ReducedSoma(s.channels, s.area_soma, axial, s.area_soma / s.area_total, config.cm, config.temperature)
+    init = run_fused(hybrid, s.protocols["train"][0], config.dt, v0=config.v_init).v[:, 0]
+    stim = torch.stack([s.protocols[n][0] for n in train_names])
+    target = torch.stack([torch.from_numpy(truth[n]) for n in train_names])
+    result = fit_reduced(hybrid, stim, target, config.dt, config.fit_config())
+    wall = result.teacher_time_s + result.closed_time_s
+    runs = {n: run_fused(hybrid, s.protocols[n][0], config.dt, v0=config.v_init) for n in names}
+    rows = []
+    for i, (nz, seed) in enumerate(models):
+        row: dict[str, Any] = {"kind": "hybrid", "n_latents": nz, "width": width, "depth": config.depth,
+                               "activation": config.activation, "seed": seed,
+                               "stim_scale": float(hybrid.stim_scale[i].detach()),
+                               "teacher_loss": float(result.teacher_loss[i]),
+                               "closed_loss": float(result.closed_loss[i]),
+                               "diverged_at": int(result.diverged_at[i]),
+                               "train_time_s": wall / len(models), "ensemble_train_time_s": wall,
+                               "ensemble_size": len(models)}
+        for n in names:
+            row[f"rmse_{n}"] = rmse(runs[n].v[i, 0], truth[n])
+        row["rmse_heldout"] = float(np.mean([row[f"rmse_{n}"] for n in heldout_names(config)]))
+        row["converged"] = bool(row["rmse_train"] < config.converged_mv)
+        row["status"] = "ok" if math.isfinite(row["rmse_train"]) else "diverged"
+        row["error"] = "" if row["status"] == "ok" else "non-finite voltage on the training trace"
+        row["v_init_train"] = _thin(init[i])
+        row["v_train"] = _thin(runs["train"].v[i, 0])
+        row["i_axial"] = _thin(runs["train"].i_axial[i, 0])
+        row["z_train"] = _thin(runs["train"].z[i, 0, :, :nz].T)  # latent-major: [nz, T/4]
+        row["v_long"] = _thin(runs["long"].v[i, 0])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# -- cost: every model side by side ------------------------------------------------------------------------------
+def run_costs(s: Setup, config: ReductionConfig) -> pd.DataFrame:
+    """Seconds of compute per simulated second: one trace (one thread) and per trace of a batch (all threads)."""
+    cost_stim = step(config.amplitude, config.stim_start, config.cost_ms, config.cost_ms, config.dt)
+    batch = cost_stim.unsqueeze(0).expand(config.cost_batch, -1).contiguous()
+    per_s = 1000.0 / config.cost_ms
+    reps = config.cost_repeats
+    rows: list[dict[str, Any]] = []
+
+    def add(model: str, one: float, many: float, **extra: Any) -> None:
+        rows.append({"kind": "cost", "model": model, "cost_1s_s": one * per_s,
+                     "cost_1s_batch_per_trace_s": many / config.cost_batch * per_s, "cost_batch": config.cost_batch,
+                     "threads": torch.get_num_threads(), **extra})
+
+    cable = s.cable
+    add("multicompartment", timed(lambda: cable.simulate(cost_stim.unsqueeze(0), config.dt, config.v_init,
+                                                         backend="fused", n_threads=1), reps),
+        timed(lambda: cable.simulate(batch, config.dt, config.v_init, backend="fused"), 1), simulator="ours")
+    neuron = _neuron_cost(s, config)
+    if neuron is not None:  # NEURON runs traces one after another: the per-trace cost is the single-trace one
+        add("multicompartment", neuron, neuron * config.cost_batch, simulator="neuron")
+    soma = soma_cable(s, config)
+    scale = s.area_soma / s.area_total
+    add("soma", timed(lambda: soma.simulate(cost_stim.unsqueeze(0) * scale, config.dt, config.v_init,
+                                            backend="fused", n_threads=1), reps),
+        timed(lambda: soma.simulate(batch * scale, config.dt, config.v_init, backend="fused"), 1), simulator="ours")
+    for width in config.widths:
+        for nz in sorted(set(config.n_latents)):
+            probe = ReducedSoma(s.channels, s.area_soma, AxialODE([nz], width, config.depth, config.activation,
+                                                                  dtype=torch.float64), scale, config.cm,
+                                config.temperature)
+            add("hybrid", timed(lambda p=probe: run_fused(p, cost_stim, config.dt, n_threads=1), reps),
+                timed(lambda p=probe: run_fused(p, batch, config.dt), 1), simulator="ours", n_latents=nz,
+                width=width)
+    return pd.DataFrame(rows)
+
+
+def _neuron_cost(s: Setup, config: ReductionConfig) -> float | None:
+    """NEURON's best wall time for ``cost_ms`` of the full cell (fixed step, h.continuerun), or None without it."""
+    from suite.sim.neuron_cable import build_cell, neuron_available
+
+    if not (config.neuron and neuron_available()):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cell.swc"
+        path.write_text(s.swc or pyramidal().to_swc())
+        cell = build_cell(path, s.channels, ra=config.ra, cm=config.cm,
+                          nseg="d_lambda" if config.nseg == 0 else config.nseg)
+        walls = [cell.run(config.amplitude, config.stim_start, config.cost_ms, config.cost_ms, config.dt,
+                          config.v_init, config.temperature, record=False)[1]
+                 for _ in range(max(1, config.cost_repeats) + 1)]
+        cell.close()
+    return min(walls[1:])

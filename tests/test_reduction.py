@@ -1,0 +1,128 @@
+"""The reduction experiment end to end (tiny), and the compiled hybrid against its torch definition."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from channelzoo.models import pospischil_jaxley
+from runners.store import ResultStore
+from suite.cli import main
+from suite.experiments import get_experiment
+from suite.experiments.reduction import ReductionConfig
+from suite.sim import native
+from suite.sim.reduced import AxialODE, ReducedSoma, run_fused
+
+NATIVE = native.load() is not None
+needs_native = pytest.mark.skipif(not NATIVE, reason="no C compiler for the compiled kernels")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Eager steps on a few hundred numbers: intra-op threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+TINY = """n_latents: [1, 2]
+widths: [8]
+seeds: [0]
+teacher_steps: 6
+closed_steps: [2, 2]
+curriculum: [0.5, 1.0]
+cost_ms: 20.0
+cost_repeats: 1
+cost_batch: 4
+baseline_grid: 5
+ood_amplitudes: [0.8]
+"""
+
+
+def hybrid(nz: list[int], width: int = 16) -> ReducedSoma:
+    axial = AxialODE(nz, width=width, seeds=list(range(len(nz))), dtype=torch.float64)
+    with torch.no_grad():  # move off the near-zero initial output so every path is exercised
+        for p in axial.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1), dtype=p.dtype))
+    return ReducedSoma(pospischil_jaxley().channels, 1340.0, axial, 0.3, temperature=36.0)
+
+
+def stimulus(steps: int = 320) -> torch.Tensor:
+    mid = (torch.arange(steps, dtype=torch.float64) + 0.5) * 0.025
+    return 0.65 * ((mid >= 1.0) & (mid < 6.0)).double()
+
+
+@needs_native
+def test_compiled_hybrid_runs_the_torch_model() -> None:
+    model, stim = hybrid([1, 3], width=8), stimulus()
+    with torch.no_grad():
+        ref = model.simulate(stim, 0.025)
+    out = run_fused(model, stim, 0.025)
+    np.testing.assert_allclose(out.v[:, 0], ref.v[:, 0].numpy(), atol=5e-3)  # tabulated vs exact gate rates
+    np.testing.assert_allclose(out.i_axial[:, 0], ref.i_axial[:, 0].numpy(), atol=1e-4)
+
+
+@needs_native
+@pytest.mark.parametrize("teacher", [False, True])
+def test_compiled_gradients_equal_autograd(teacher: bool) -> None:
+    model, stim = hybrid([2, 1], width=8), stimulus()
+    with torch.no_grad():
+        target = model.simulate(stim, 0.025).v[0, 0] + 3.0 * torch.sin(torch.arange(stim.shape[0] + 1) * 0.02)
+    scale = 5.0 if teacher else 0.1
+    run_fused(model, stim, 0.025, target, teacher=teacher, scale=scale, want_grad=True)
+    compiled = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    if teacher:
+        out = model.simulate(stim, 0.025, v_clamp=target.reshape(1, -1), keep=False)
+        loss = ((out.v[:, 0, 1:] - target[1:]) * scale).pow(2).mean(-1)
+    else:
+        out = model.simulate(stim, 0.025, keep=False)
+        loss = ((out.v[:, 0, 4::4] - target[4::4]) * scale).pow(2).mean(-1)
+    loss.sum().backward()
+    for p, g in zip(model.parameters(), compiled, strict=True):  # tabulated vs exact gate rates: not bitwise
+        assert float((g - p.grad).norm() / p.grad.norm()) < 1e-2
+
+
+def test_plan_is_pure_and_keys_are_stable() -> None:
+    exp = get_experiment("reduction")
+    config = ReductionConfig(widths=(8, 16))
+    a, b = exp.plan(config), exp.plan(config)
+    assert [j.key for j in a] == [j.key for j in b]
+    assert [j.payload["kind"] for j in a] == ["reference", "baselines", "hybrid", "hybrid"]
+    assert set(exp.presets()) == {"quick", "paper"}
+
+
+def test_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--results", str(tmp_path), "run", "reduction", "--tracking-uri", "none", "--set", "widths=[]"]) == 2
+    assert main(["--results", str(tmp_path), "run", "reduction", "--tracking-uri", "none", "--set",
+                 "morphology=/no/such.swc"]) == 2
+    assert "no/such.swc" in capsys.readouterr().err
+
+
+@needs_native
+def test_tiny_sweep_writes_parquet_and_fig4(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    results = str(tmp_path / "results")
+    common = ["--results", results]
+    assert main([*common, "run", "reduction", "--config", str(config), "--tracking-uri", "none"]) == 0
+    rows = ResultStore(results).read("reduction")
+    assert set(rows["kind"]) == {"multicompartment", "soma", "soma_area", "soma_area_c", "hybrid"}
+    h = rows[rows["kind"] == "hybrid"]
+    assert len(h) == 2 and set(h["status"]) <= {"ok", "diverged"}
+    for col in ("rmse_train", "rmse_long", "rmse_amp_0.8", "rmse_noise", "rmse_heldout", "train_time_s",
+                "cost_1s_s", "converged"):
+        assert col in h and h[col].notna().all()
+    multi = rows[rows["kind"] == "multicompartment"].set_index("simulator")
+    assert multi.loc["ours", "cost_1s_s"] > 0
+    if pd.notna(multi.loc["neuron"].get("neuron_mean_abs_diff_mv")):
+        assert multi.loc["neuron", "neuron_mean_abs_diff_mv"] < 0.5
+    assert main([*common, "figures", "reduction"]) == 0
+    fig = Path(results) / "figures" / "fig4_reduction.png"
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "hybrid" in (Path(results) / "figures" / "reduction_tables.md").read_text()
+    # Resumable: a second run finds every job done.
+    assert main([*common, "run", "reduction", "--config", str(config), "--tracking-uri", "none"]) == 0
+    assert len(ResultStore(results).read("reduction")) == len(rows)
