@@ -17,6 +17,7 @@ import argparse
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", choices=("off", "on", "both"), default="both")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads for the batched fit")
     args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*torch.jit.script_method.*")  # raised inside torch.compile
 
     targets = synthetic_targets(args.gates)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available, float32, CPU; "

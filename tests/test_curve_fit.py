@@ -50,6 +50,7 @@ def test_a_poisoned_gate_diverges_alone() -> None:
     result = fit_curves(model, V, inf_t, tau_t, CurveFitConfig(**{**FEW_STEPS.__dict__, "gate_chunk": 2}))
     assert result.status == ["ok", "diverged", "ok"]
     assert result.diverged_step.tolist() == [-1, 0, -1]
+    assert list(result.columns()["status"]) == ["ok", "diverged", "ok"]
     assert torch.isfinite(result.loss[[0, 2]]).all() and torch.isfinite(result.inf_fit).all()
     assert all(torch.isfinite(p).all() for p in model.parameters())
     # The healthy gates end exactly where they end without the poisoned one.

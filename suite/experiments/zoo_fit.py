@@ -47,6 +47,7 @@ class ZooFitConfig:
     lr: float = 1e-3
     loss: str = "paper"
     seeds: int = 1  # restarts per gate, trained in the same batch
+    expert_init_noise: float = 0.05  # with seeds > 1: noise on the experts' data-driven start, so restarts differ
     gates_per_job: int = 1024
     dtype: str = "float32"
     compile: bool = False
@@ -145,8 +146,10 @@ class ZooFit:
         inf, tau, gate_index, seed_index = repeat_for_seeds(
             torch.tensor(p["x_inf"], dtype=dtype, device=device), torch.tensor(p["tau"], dtype=dtype, device=device),
             config.seeds)
-        arch = {"width": config.width, "depth": config.depth, "activation": config.activation} \
-            if p["model"] == "node" else {}
+        if p["model"] == "node":
+            arch = {"width": config.width, "depth": config.depth, "activation": config.activation}
+        else:
+            arch = {"init_noise": config.expert_init_noise if config.seeds > 1 else 0.0}
         model = make_model(p["model"], inf.shape[0], inf, tau, v, device=device, dtype=dtype,
                            seed=job.seed * 1_000_003 + job.shard, **arch)
         fit = fit_curves(model, v, inf, tau, CurveFitConfig(

@@ -72,7 +72,7 @@ class Targets:
 
     inf: Tensor
     tau: Tensor
-    std_inf: Tensor  # [G, 1], population std over the grid (ICG's err1 denominator)
+    std_inf: Tensor  # [G, 1], err1's denominator: population std over the grid (see err1_scale)
     std_tau: Tensor
     inv_scale_inf: Tensor  # [G, 1], 1 / max(std, 1): the paper's residual scaling
     inv_scale_tau: Tensor
@@ -80,12 +80,12 @@ class Targets:
 
     @classmethod
     def of(cls, inf: Tensor, tau: Tensor) -> Targets:
-        std_inf = inf.std(-1, correction=0, keepdim=True)
-        std_tau = tau.std(-1, correction=0, keepdim=True)
         # maximum() keeps a NaN std NaN, so a poisoned target shows up as a non-finite loss.
-        one = torch.ones_like(std_inf)
-        return cls(inf, tau, std_inf, std_tau, 1.0 / torch.maximum(std_inf, one),
-                   1.0 / torch.maximum(std_tau, one), torch.log(tau))
+        one = torch.ones_like(inf[:, :1])
+        scale_inf = torch.maximum(inf.std(-1, correction=0, keepdim=True), one)
+        scale_tau = torch.maximum(tau.std(-1, correction=0, keepdim=True), one)
+        return cls(inf, tau, err1_scale(inf).unsqueeze(-1), err1_scale(tau).unsqueeze(-1), 1.0 / scale_inf,
+                   1.0 / scale_tau, torch.log(tau))
 
     def rows(self, start: int, stop: int) -> Targets:
         """The targets of gates ``start:stop`` (views)."""
@@ -105,17 +105,28 @@ def log_tau_loss(inf: Tensor, tau: Tensor, t: Targets) -> Tensor:
 LOSSES: dict[str, Callable[[Tensor, Tensor, Targets], Tensor]] = {"paper": paper_loss, "log_tau": log_tau_loss}
 
 
-def curve_metrics(inf: Tensor, tau: Tensor, inf_target: Tensor, tau_target: Tensor) -> dict[str, Tensor]:
-    """Per-gate plain MSE, ICG's err1 (RMSE / std(target)) and err3 (||target - fit|| / ||target||).
+FLAT_TARGET = 1e-6  # std below this fraction of the RMS: a flat curve, e.g. a constant tau
 
-    As in ICG, err1 of a flat target (std 0, e.g. a constant tau) is inf, or NaN for an exact fit.
+
+def err1_scale(target: Tensor) -> Tensor:
+    """err1's denominator per gate: std(target) (ICG's), or RMS(target) where the target is flat.
+
+    ICG's err1 = RMSE / std is undefined for a flat curve (ICG publishes null there); dividing by
+    the RMS instead makes it err3's relative error, so a constant tau can still count as fitted.
     """
+    std = target.std(-1, correction=0)
+    rms = target.square().mean(-1).sqrt()
+    return torch.where(std > FLAT_TARGET * rms, std, rms)
+
+
+def curve_metrics(inf: Tensor, tau: Tensor, inf_target: Tensor, tau_target: Tensor) -> dict[str, Tensor]:
+    """Per-gate plain MSE, ICG's err1 (RMSE / std(target); see err1_scale) and err3 (||target - fit|| / ||target||)."""
     out: dict[str, Tensor] = {}
     for name, fit, target in (("inf", inf, inf_target), ("tau", tau, tau_target)):
         diff = fit - target
         mse = diff.square().mean(-1)
         out[f"mse_{name}"] = mse
-        out[f"err1_{name}"] = mse.sqrt() / target.std(-1, correction=0)
+        out[f"err1_{name}"] = mse.sqrt() / err1_scale(target)
         out[f"err3_{name}"] = diff.norm(dim=-1) / target.norm(dim=-1)
     return out
 
