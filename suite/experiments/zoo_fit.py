@@ -111,8 +111,8 @@ class ZooFit:
     def presets(self) -> dict[str, dict[str, Any]]:
         icg = Path(__file__).resolve().parents[3] / "shared" / "data" / "icg"
         return {
-            "quick": {"zoo": "generated", "max_gates": 192, "steps_per_stage": 1500, "stages": 2, "seeds": 2,
-                      "gates_per_job": 96},
+            "quick": {"zoo": "generated", "max_gates": 128, "steps_per_stage": 1000, "stages": 2, "seeds": 2,
+                      "gates_per_job": 128},
             "paper": {"zoo": "icg", "zoo_path": str(icg), "seeds": 5, "gates_per_job": 4096},
         }
 
