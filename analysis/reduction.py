@@ -37,6 +37,8 @@ def _costs(rows: pd.DataFrame) -> pd.DataFrame:
 def cost_of(rows: pd.DataFrame, model: str, simulator: str = "ours", n_latents: int | None = None,
             width: int | None = None, column: str = "cost_1s_s") -> float:
     c = _costs(rows)
+    if c.empty:
+        return float("nan")
     c = c[(c["model"] == model) & (c["simulator"] == simulator)]
     if n_latents is not None:
         c = c[(c["n_latents"] == n_latents) & (c["width"] == width)]

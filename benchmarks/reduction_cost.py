@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--latents", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-eager", action="store_true", help="skip the (slow) eager torch timings")
     args = parser.parse_args()
     swc = Path(args.swc) if args.swc else CA1 if CA1.exists() else None
     if swc is None:
@@ -97,10 +98,13 @@ def main() -> None:
     print("eager hybrid step, us: " + ", ".join(f"{k} {v:.0f}" for k, v in parts.items())
           + f"  ->  {parts['whole step'] * steps / 1e6:.2f} s per trace: per-call overhead, not arithmetic")
     rows: list[tuple[str, float, float]] = []  # (model, one trace s, per trace in the batch s)
-    eager_full = best_of(lambda: full.simulate(stim.unsqueeze(0), DT, V_INIT, backend="torch"), 0)
-    eager_hybrid = best_of(lambda: hybrid.simulate(stim, DT, keep=False), 0)
-    eager_soma = best_of(lambda: soma.simulate(stim.unsqueeze(0) * a_soma / a_total, DT, V_INIT, backend="torch"),
-                         0)
+    nan = float("nan")
+    eager_full = eager_hybrid = eager_soma = nan
+    if not args.skip_eager:
+        eager_full = best_of(lambda: full.simulate(stim.unsqueeze(0), DT, V_INIT, backend="torch"), 0)
+        eager_hybrid = best_of(lambda: hybrid.simulate(stim, DT, keep=False), 0)
+        eager_soma = best_of(lambda: soma.simulate(stim.unsqueeze(0) * a_soma / a_total, DT, V_INIT,
+                                                   backend="torch"), 0)
     torch.set_num_threads(threads)
     r = args.repeats
     rows.append(("multicompartment, ours fused", best_of(lambda: full.simulate(stim.unsqueeze(0), DT, V_INIT,

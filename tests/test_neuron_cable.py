@@ -55,7 +55,7 @@ def test_ca1_soma_matches_neuron() -> None:
     if not CA1.exists():
         pytest.skip(f"no CA1 morphology at {CA1}")
     theirs, ours, (a_neuron, a_ours) = both(CA1)
-    np.testing.assert_allclose(a_ours, a_neuron, rtol=1e-5)  # NEURON keeps 3-D points in float32  # same geometry, segment by segment
+    np.testing.assert_allclose(a_ours, a_neuron, rtol=1e-5)  # same geometry segment by segment (NEURON: float32)
     assert spikes(theirs) >= 3 and spikes(ours) == spikes(theirs)
     assert np.abs(theirs - ours).mean() < 0.5
 

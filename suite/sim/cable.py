@@ -188,46 +188,60 @@ class Cable(nn.Module):
             cache[dt] = gate_table(self.channels, dt, self.temperature)
         return cache[dt]
 
+    def _fused_static(self, dt: float, theta: int) -> dict[str, object]:
+        """Everything the kernel reads that only changes with the cell, dt and the method: built once."""
+        cache = self.__dict__.setdefault("_static_cache", {})
+        key = (dt, theta)
+        if key not in cache:
+            v_lo, inv_h, table = self._fused_tables(dt)
+            index, power = channel_layout(self.membrane(1))
+            cache[key] = {"g_axial": _np(self.g_axial), "g_sum": _np(self.g_sum),
+                          "cap": _np(theta * self.capacity / dt), "area_f": _np(self.area * MEMBRANE_TO_NA),
+                          "gbar": _np(self.gbar), "e_rev": _np(self.e_rev), "index": index, "power": power,
+                          "has_membrane": np.ascontiguousarray(self.compartments.area > 0, dtype=np.uint8),
+                          "v_lo": v_lo, "inv_h": inv_h, "table": table}
+        return cache[key]
+
     def _simulate_fused(self, stim: Tensor, dt: float, v0: float | Tensor, stim_nodes: tuple[int, ...],
                         record: tuple[int, ...], method: str, gbar: Tensor | None,
                         n_threads: int | None) -> CableTrace:
+        """The compiled run. Python work per call is kept small: at one cell it is most of a short run's cost."""
         lib = native.load()
         b, steps, s = stim.shape
         n, c = self.n_nodes, len(self.channels)
-        membrane = self.membrane(1)
-        g_count = membrane.n_gates
-        v_lo, inv_h, table = self._fused_tables(dt)
-        v = torch.as_tensor(v0, dtype=torch.float64)
-        v = (v.reshape(-1, 1) if v.dim() else v).expand(b, n).contiguous()
-        with torch.no_grad():  # steady states from the same tables the run uses
-            x = _lookup(table, v_lo, inv_h, v)  # [B, G, N]
-        gb = (self.gbar if gbar is None else gbar).detach().to("cpu", torch.float64)
-        if gb.dim() == 3 and gb.shape[0] not in (1, b):
-            raise ValueError(f"gbar must be [C, N] or [B={b}, C, N], got {tuple(gb.shape)}")
-        stride = c * n if gb.dim() == 3 and gb.shape[0] == b > 1 else 0
-        gate_index, gate_power = channel_layout(membrane)
-        out = np.empty((b, steps + 1, len(record)), dtype=np.float64)
         theta = METHODS[method]
+        st = self._fused_static(dt, theta)
+        table, v_lo, inv_h = st["table"], st["v_lo"], st["inv_h"]
+        v = np.broadcast_to(np.asarray(torch.as_tensor(v0, dtype=torch.float64).reshape(-1, 1)), (b, n))
+        v = np.ascontiguousarray(v)
+        x = _lookup(table, v_lo, inv_h, v)  # steady states from the same tables the run uses, [B, G, N]
+        if gbar is None:
+            gb, stride = st["gbar"], 0
+        else:
+            g = gbar.detach().to("cpu", torch.float64)
+            if g.dim() == 3 and g.shape[0] not in (1, b):
+                raise ValueError(f"gbar must be [C, N] or [B={b}, C, N], got {tuple(g.shape)}")
+            gb, stride = _np(g), (c * n if g.dim() == 3 and g.shape[0] == b > 1 else 0)
+        index, power = st["index"], st["power"]
+        out = np.empty((b, steps + 1, len(record)), dtype=np.float64)
         bad = lib.cable_run(
-            b, n, steps, g_count, c, gate_index.shape[1], self.tree.parent, _np(self.g_axial), _np(self.g_sum),
-            _np(theta * self.capacity / dt), _np(self.area * MEMBRANE_TO_NA), _np(gb), stride, _np(self.e_rev),
-            gate_index.reshape(-1), gate_power.reshape(-1), np.ascontiguousarray(self.compartments.area > 0,
-                                                                                 dtype=np.uint8),
-            table.shape[0], v_lo, inv_h, table.reshape(-1), s, np.asarray(stim_nodes, dtype=np.int64),
-            _np(stim), len(record), np.asarray(record, dtype=np.int64), out.reshape(-1), _np(v), _np(x), theta,
+            b, n, steps, table.shape[1], c, index.shape[1], self.tree.parent, st["g_axial"], st["g_sum"], st["cap"],
+            st["area_f"], gb, stride, st["e_rev"], index.reshape(-1), power.reshape(-1), st["has_membrane"],
+            table.shape[0], v_lo, inv_h, table.reshape(-1), s, np.asarray(stim_nodes, dtype=np.int64), _np(stim),
+            len(record), np.asarray(record, dtype=np.int64), out.reshape(-1), v.reshape(-1), x.reshape(-1), theta,
             max(1, int(n_threads or torch.get_num_threads())))
         ok = np.isfinite(out).all(axis=(1, 2)) if bad else np.ones(b, dtype=bool)
-        return CableTrace(torch.arange(steps + 1, dtype=torch.float64) * dt, torch.from_numpy(out).to(self.dtype),
-                          record, torch.from_numpy(ok))
+        t = torch.from_numpy(np.arange(steps + 1, dtype=np.float64) * dt)
+        return CableTrace(t, torch.from_numpy(out).to(self.dtype), record, torch.from_numpy(ok))
 
 
-def _lookup(table: np.ndarray, v_lo: float, inv_h: float, v: Tensor) -> Tensor:
-    """x_inf from the interleaved table at voltages ``v`` ``[B, N]``: ``[B, G, N]``."""
-    t = torch.from_numpy(table[..., 0])  # [K, G]
-    u = ((v - v_lo) * inv_h).clamp(0, t.shape[0] - 1)
-    j = u.floor().long().clamp(max=t.shape[0] - 2)
-    fr = (u - j).unsqueeze(1)
-    return (t[j] * (1 - fr.transpose(1, 2)) + t[j + 1] * fr.transpose(1, 2)).transpose(1, 2)
+def _lookup(table: np.ndarray, v_lo: float, inv_h: float, v: np.ndarray) -> np.ndarray:
+    """x_inf from the interleaved table ``[K, G, 2]`` at voltages ``v`` ``[B, N]``: ``[B, G, N]``."""
+    inf = table[..., 0]
+    u = np.clip((v - v_lo) * inv_h, 0, inf.shape[0] - 1)
+    j = np.minimum(np.floor(u).astype(np.int64), inf.shape[0] - 2)
+    fr = (u - j)[..., None]
+    return np.ascontiguousarray(np.moveaxis(inf[j] * (1 - fr) + inf[j + 1] * fr, -1, 1))
 
 
 def _step_gates(membrane: Membrane, x: Tensor, v: Tensor, dt: float) -> Tensor:

@@ -80,6 +80,20 @@ def _insert(sec: Any, channel: Channel) -> None:
         sec.ek = channel.e_rev
         for seg in sec:
             seg.gbar_hbim, seg.taumax_hbim = channel.gbar, channel.metadata["tau_max"]
+    elif kind in ("hh_na", "hh_k"):  # NEURON's hh holds both; its own leak is switched off
+        if not hasattr(sec(0.5), "hh"):
+            sec.insert("hh")
+            for seg in sec:
+                seg.gl_hh = 0.0
+        for seg in sec:
+            if kind == "hh_na":
+                seg.gnabar_hh = channel.gbar
+            else:
+                seg.gkbar_hh = channel.gbar
+        if kind == "hh_na":
+            sec.ena = channel.e_rev
+        else:
+            sec.ek = channel.e_rev
     elif channel.ion_class == "Leak":
         sec.insert("pas")
         for seg in sec:
