@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from analysis.markdown import markdown_table  # noqa: E402
+from analysis.output import save_figure, write_tables  # noqa: E402
 
 RECORD_EVERY = 4  # the experiment stores traces every 4th step
 COLORS = {"true": "black", "init": "grey", "hybrid": "crimson", "soma_area": "navy", "soma_area_c": "darkgreen",
@@ -238,11 +238,7 @@ def figure(rows: pd.DataFrame, out: str | Path) -> Path:
     ax.text(-0.08, 1.02, "f", transform=ax.transAxes, fontweight="bold")
     sns.despine(ax=ax)
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def render(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -251,12 +247,4 @@ def render(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
     written = [figure(rows, out_dir / "fig4_reduction.png")]
     tables = {"reduction_hybrids": hybrid_table(rows), "reduction_models": model_table(rows),
               "reduction_cost": cost_table(rows)}
-    md = []
-    for name, table in tables.items():
-        path = out_dir / f"{name}.csv"
-        table.to_csv(path, index=False)
-        written.append(path)
-        md.append(f"## {name}\n\n{markdown_table(table) if not table.empty else '(no rows)'}\n")
-    summary = out_dir / "reduction_tables.md"
-    summary.write_text("\n".join(md))
-    return [*written, summary]
+    return [*written, *write_tables(tables, out_dir, "reduction_tables.md")]

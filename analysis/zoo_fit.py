@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from analysis.markdown import markdown_table  # noqa: E402
+from analysis.output import save_figure, write_tables  # noqa: E402
 from channelzoo.grid import ICG_GRID_MV  # noqa: E402
 
 FIT_THRESHOLD = 0.05  # ICG's err1 (RMSE / std) below which a curve counts as fitted
@@ -133,11 +133,7 @@ def figure(rows: pd.DataFrame, out: str | Path) -> Path:
             else:
                 ax.set_xlabel("Voltage (mV)")
             sns.despine(ax=ax)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def render(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -146,12 +142,4 @@ def render(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
     written = [figure(rows, out_dir / "fig2_zoo_fit.png")]
     tables = {"zoo_fit_by_class": fit_table(rows), "zoo_fit_node_vs_omni": head_to_head(rows),
               "zoo_fit_restarts": restarts_table(rows)}
-    md = []
-    for name, table in tables.items():
-        path = out_dir / f"{name}.csv"
-        table.to_csv(path, index=False)
-        written.append(path)
-        md.append(f"## {name}\n\n{markdown_table(table)}\n")
-    summary = out_dir / "zoo_fit_tables.md"
-    summary.write_text("\n".join(md))
-    return [*written, summary]
+    return [*written, *write_tables(tables, out_dir, "zoo_fit_tables.md")]
