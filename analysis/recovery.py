@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from analysis.markdown import markdown_table  # noqa: E402
+from analysis.output import save_figure  # noqa: E402
 from suite.experiments.recovery import PAPER_TABLE  # noqa: E402
 
 ROW = ["target", "method", "sigma_v", "sigma_theta"]
@@ -153,11 +154,7 @@ def figure(rows: pd.DataFrame, target: str, out: str | Path) -> Path | None:
             a.set_title(f"{amp:g} uA/cm2", fontsize=6, pad=1)
             a.axis("off")
     sns.despine(fig)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def render(rows: pd.DataFrame, out_dir: Path) -> list[Path]:

@@ -52,7 +52,7 @@ class TrajectoryFitConfig:
     v_min: float = -100.0
     v_max: float = 60.0
     dv: float = 0.2  # mV, the simulation's table spacing (mechanistic gates need it fine: m is steep)
-    dv_net: float = 0.4  # mV, where the network is evaluated; linear in between (coarser hurts the steep m gate)
+    dv_net: float = 1.0  # mV, the network's table nodes (as NEURON's hh TABLE); linear in between
     smooth: bool = True  # smooth the observed trace for teacher forcing when it looks noisy
     noisy_above_mv: float = 1.0  # estimated noise sd above which a trace counts as noisy
     noisy_deriv_weight: float = 0.0  # for noisy traces: MSE(V) alone is the maximum-likelihood fit
@@ -108,24 +108,31 @@ def neural_tables(ensemble: nn.Module, v_grid: Tensor, size: int) -> tuple[Tenso
     return inf.to(torch.float64), tau.to(torch.float64)
 
 
-def training_tables(ensemble: nn.Module, config: TrajectoryFitConfig, size: int) -> tuple[Tensor, Tensor]:
-    """The network on the coarse grid (``dv_net``), linearly refined to the simulation's grid (``dv``).
+def tabulated_network(ensemble: nn.Module, config: TrajectoryFitConfig, size: int,
+                      v: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The learned gate as simulated: the network at nodes ``dv_net`` apart, linear in between.
 
-    One network pass costs size x M_net; the refinement is a fixed sparse linear map, so the
-    gradient flows to the coarse values unchanged in meaning.
+    This is the gate that trains and is scored (as NEURON's TABLE is the rate it simulates): one
+    network pass costs size x M_nodes per step whatever the simulation's grid, and the refinement
+    onto ``v`` (default: the simulation's grid, ``dv``) is a fixed linear map.
     """
-    factor = config.dv_net / config.dv
-    if abs(factor - round(factor)) > 1e-9:
-        raise ValueError(f"dv_net {config.dv_net} must be a multiple of dv {config.dv}")
-    coarse = config.v_min + config.dv_net * torch.arange(
+    nodes = config.v_min + config.dv_net * torch.arange(
         int(round((config.v_max - config.v_min) / config.dv_net)) + 1, dtype=torch.float64)
-    inf_c, tau_c = neural_tables(ensemble, coarse, size)
-    fine = grid(config)
-    pos = ((fine - config.v_min) / config.dv_net).clamp(0, coarse.numel() - 1)
-    i = pos.floor().long().clamp(max=coarse.numel() - 2)
+    inf_c, tau_c = neural_tables(ensemble, nodes, size)
+    v = grid(config) if v is None else v.to(torch.float64)
+    pos = ((v - config.v_min) / config.dv_net).clamp(0, nodes.numel() - 1)
+    i = pos.floor().long().clamp(max=nodes.numel() - 2)
     w = pos - i
     refine = lambda t: t[:, i] * (1 - w) + t[:, i + 1] * w  # noqa: E731
     return refine(inf_c), refine(tau_c)
+
+
+def training_tables(ensemble: nn.Module, config: TrajectoryFitConfig, size: int) -> tuple[Tensor, Tensor]:
+    """The tabulated network on the simulation's grid ``[B, M]``."""
+    factor = config.dv_net / config.dv
+    if abs(factor - round(factor)) > 1e-9:
+        raise ValueError(f"dv_net {config.dv_net} must be a multiple of dv {config.dv}")
+    return tabulated_network(ensemble, config, size)
 
 
 def full_tables(problem: Problem, inf_n: Tensor, tau_n: Tensor, dt: float) -> tuple[Tensor, Tensor]:
