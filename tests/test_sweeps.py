@@ -20,10 +20,10 @@ SWEEP = ["run", "zoo-fit", "--set", "zoo_n=40", "--set", "max_gates=16", "--set"
 TIMING = ["job_wall_time_s", "fit_wall_time_s"]
 
 
-def hybridbench(results: Path, *args: str, **kwargs: object) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+def hybridbench(results: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**(env or os.environ), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "suite.cli", "--results", str(results), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def finished(proc: subprocess.Popen, timeout: float = 300) -> str:
@@ -67,14 +67,15 @@ def test_killed_sweep_resumes_with_nothing_lost_or_run_twice(tmp_path: Path) -> 
 @pytest.mark.skipif(shutil.which("ray") is None, reason="ray CLI not installed")
 def test_sweep_on_a_real_ray_head(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # A token left in ~/.ray by an earlier ray.init must not switch this head to token auth.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
     start = subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                             f"--temp-dir={ray_tmp}"], env=env, capture_output=True, text=True, timeout=180)
     try:
         assert start.returncode == 0, start.stdout + start.stderr
         out = finished(hybridbench(tmp_path / "ray-results", *SWEEP, "--tracking-uri", "none",
-                                   "--ray", f"127.0.0.1:{port}", "--cpus-per-job", "1"))
+                                   "--ray", f"127.0.0.1:{port}", "--cpus-per-job", "1", env=env))
         assert "ray (127.0.0.1:" in out and "8 ran (0 failed)" in out
         finished(hybridbench(tmp_path / "local-results", *SWEEP, "--tracking-uri", "none"))
         ray_rows, local_rows = table(tmp_path / "ray-results"), table(tmp_path / "local-results")
