@@ -226,13 +226,15 @@ class _Stepper:
                  params: dict[str, Tensor] | None = None) -> tuple[Tensor, ...]:
         if self.compiled is not None:
             try:
-                out = self.compiled(v, targets, active, params)
                 if not self._tried:
+                    # A throw-away forward and backward: the backward graph compiles here, and a
+                    # compiled backward with donated buffers cannot be run twice on one graph.
                     inputs = list(params.values()) if params else [p for p in self.eager.parameters()
                                                                   if p.requires_grad]
-                    torch.autograd.grad(out[0], inputs, retain_graph=True, allow_unused=True)
+                    probe = self.compiled(v, targets, active, params)
+                    torch.autograd.grad(probe[0], inputs, allow_unused=True)
                     self._tried = True
-                return out
+                return self.compiled(v, targets, active, params)
             except Exception as e:  # noqa: BLE001 - any backend failure means: run eagerly
                 warnings.warn(f"torch.compile failed, fitting eagerly: {type(e).__name__}: {e}", stacklevel=2)
                 self.compiled = None
