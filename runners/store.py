@@ -17,11 +17,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from channelzoo.errors import InputError
+
 SCHEMA_VERSION = 1
 _VERSION_KEY = b"hybridbench.results.schema"
 
 
-class StoreError(ValueError):
+class StoreError(InputError):
     """A result table this version cannot read; names the file."""
 
 
@@ -75,8 +77,8 @@ class ResultStore:
             table = pq.read_table(part)
             version = (table.schema.metadata or {}).get(_VERSION_KEY)
             if version is None or int(version) > SCHEMA_VERSION:
-                raise StoreError(f"file {part}: result schema {version!r} is newer than this version reads "
-                                 f"({SCHEMA_VERSION}); upgrade hybridbench")
+                raise StoreError(f"result schema {version!r} is newer than this version reads ({SCHEMA_VERSION}); "
+                                 "upgrade hybridbench", file=str(part), field="schema")
             frames.append(table.to_pandas())
         if not frames:
             return pd.DataFrame()

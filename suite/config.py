@@ -12,17 +12,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from channelzoo.errors import InputError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration that cannot be used: names the file (or --set) and the field."""
-
-    def __init__(self, message: str, file: str | None = None, field: str | None = None) -> None:
-        self.file = file
-        self.field = field
-        where = ", ".join(p for p in (file and f"file {file}", field and f"field {field!r}") if p)
-        super().__init__(f"{where}: {message}" if where else message)
 
 
 def _coerce(value: Any, hint: Any, field: str, origin: str) -> Any:

@@ -6,9 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from channelzoo.errors import ZooError
+from channelzoo.errors import InputError
 from suite.cli import figures, reproduce, results, run, zoo
-from suite.config import ConfigError
 
 EXIT_BAD_INPUT = 2
 
@@ -29,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (ZooError, ConfigError) as e:
+    except InputError as e:
         print(f"hybridbench: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
