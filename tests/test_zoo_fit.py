@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from runners.store import ResultStore
 from runners.sweep import run_sweep
@@ -38,6 +39,8 @@ def test_sweep_rows_round_trip_through_parquet(tmp_path: Path) -> None:
     again = store.read("zoo-fit")
     pd.testing.assert_frame_equal(rows, again)
     assert run_sweep(ZooFit(), TINY, store, stream=io.StringIO()).ran == 0
+    weights = torch.load(store.artifact_dir("zoo-fit", rows["key"].iloc[0]) / "weights.pt")
+    assert all(t.shape[0] == 12 for t in weights.values())  # one row per (gate, seed) of the job
     con = store.connect()
     assert con.execute("SELECT count(*) FROM zoo_fit WHERE model = 'node'").fetchone()[0] == 24
 

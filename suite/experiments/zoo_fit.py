@@ -8,6 +8,7 @@ paper's "omni" baseline, without training.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from suite.gates import MODELS, make_model
 from suite.train.curve_fit import CurveFitConfig, curve_metrics, fit_curves, repeat_for_seeds
 
 ICG_OMNI = "icg_omni"
+MAX_WEIGHTS_BYTES = 8 * 2**20  # trained weights ride along as a job artifact up to this size
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -89,6 +91,16 @@ def load_gate_rows(config: ZooFitConfig) -> pd.DataFrame:
     if rows.empty:
         raise ConfigError("no gates left to fit", field="classes")
     return rows.reset_index(drop=True)
+
+
+def _weights_artifact(model: torch.nn.Module) -> dict[str, bytes]:
+    """The trained ensemble's state dict (row r of every tensor is row r of the table), if small."""
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if size > MAX_WEIGHTS_BYTES:
+        return {}
+    buffer = io.BytesIO()
+    torch.save({k: t.detach().cpu() for k, t in model.state_dict().items()}, buffer)
+    return {"weights.pt": buffer.getvalue()}
 
 
 def _icg_best(definition: str) -> dict[str, Any] | None:
@@ -167,7 +179,8 @@ class ZooFit:
             rows[key] = getattr(config, key)
         gate_steps = inf.shape[0] * fit.steps
         return JobResult(rows, metrics={"gates": float(inf.shape[0]), "gate_steps_per_s": gate_steps / fit.wall_s,
-                                        "frac_ok": float((rows["status"] == "ok").mean())})
+                                        "frac_ok": float((rows["status"] == "ok").mean())},
+                         artifacts=_weights_artifact(model))
 
     def _icg_omni(self, job: Job) -> JobResult:
         """ICG's own best supermodel per gate, evaluated on the grid in float64 (no training)."""
