@@ -283,6 +283,18 @@ def clip_per_member_(params: list[Tensor], max_norm: float) -> Tensor:
     return norm
 
 
+def _masked_step(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], per: Tensor, clip: float) -> Tensor:
+    """One optimiser step on the sum of the finite per-run losses; runs with a non-finite loss keep
+    their parameters (gradients zeroed). Returns the finite mask."""
+    ok = torch.isfinite(per)
+    opt.zero_grad(set_to_none=True)
+    torch.where(ok, per, torch.zeros_like(per)).sum().backward()
+    _zero_bad_(params, ~ok)
+    clip_per_member_(params, clip)
+    opt.step()
+    return ok
+
+
 def _zero_bad_(params: list[Tensor], bad: Tensor) -> None:
     """A member whose loss or gradient is not finite takes no step (its gradient is set to zero)."""
     for p in params:
@@ -365,12 +377,7 @@ def fit_trajectories(ensemble: nn.Module, problem: Problem, config: TrajectoryFi
             inf_n, tau_n = training_tables(ensemble, config, b)
             v = rollout_voltage(problem, inf_n, tau_n, config, k_total * sub, force_v, force_g)[:, ::sub]
             per = trace_loss(v, problem.observed, problem.sample_dt, deriv_weight)
-            ok = torch.isfinite(per)
-            opt.zero_grad(set_to_none=True)
-            torch.where(ok, per, torch.zeros_like(per)).sum().backward()
-            _zero_bad_(params, ~ok)
-            clip_per_member_(params, config.clip)
-            opt.step()
+            ok = _masked_step(opt, params, per, config.clip)
             if step % 50 == 0 or step == config.forced_steps - 1:
                 history.append(("forced", step, _median(per, ok)))
 
@@ -391,12 +398,7 @@ def fit_trajectories(ensemble: nn.Module, problem: Problem, config: TrajectoryFi
             inf_n, tau_n = training_tables(ensemble, config, b)
             v = rollout_voltage(problem, inf_n, tau_n, config, k * sub)[:, ::sub]
             per = trace_loss(v, obs, problem.sample_dt, weight, noisy, sigma_f if raw else 0.0)
-            ok = torch.isfinite(per)
-            opt.zero_grad(set_to_none=True)
-            torch.where(ok, per, torch.zeros_like(per)).sum().backward()
-            _zero_bad_(params, ~ok)
-            clip_per_member_(params, config.clip)
-            opt.step()
+            ok = _masked_step(opt, params, per, config.clip)
             if step % 50 == 0 or step == steps - 1:
                 history.append((f"rollout_{frac:g}", step, _median(per, ok)))
                 if log is not None:
