@@ -18,13 +18,7 @@ NATIVE = native.load() is not None
 BACKENDS = ["torch", *(["native"] if NATIVE else [])]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Eager steps on a few hundred numbers: intra-op threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cylinder(length: float = 1000.0, diam: float = 2.0, n_points: int = 11) -> str:

@@ -19,13 +19,7 @@ NATIVE = native.load() is not None
 needs_native = pytest.mark.skipif(not NATIVE, reason="no C compiler for the compiled kernels")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Eager steps on a few hundred numbers: intra-op threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = """n_latents: [1, 2]
 widths: [8]
