@@ -59,6 +59,21 @@ def test_compiled_hybrid_runs_the_torch_model() -> None:
 
 
 @needs_native
+def test_traces_in_simd_lanes_equal_one_by_one() -> None:
+    """Several traces without a gradient run four to a vector; each must be what it is alone (5: a padded group)."""
+    model = hybrid([2, 3], width=20)  # width 20: the 8-wide blocks and a remainder
+    stim = torch.stack([stimulus() * a for a in (0.5, 0.8, 1.0, 1.2, 1.5)])
+    target = -65.0 + torch.sin(torch.arange(stim.shape[1] + 1, dtype=torch.float64))
+    lanes = run_fused(model, stim, 0.025, target)
+    for i in range(stim.shape[0]):
+        alone = run_fused(model, stim[i], 0.025, target)
+        np.testing.assert_allclose(lanes.v[:, i], alone.v[:, 0], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(lanes.z[:, i], alone.z[:, 0], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(lanes.i_axial[:, i], alone.i_axial[:, 0], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(lanes.loss[:, i], alone.loss[:, 0], rtol=1e-12)
+
+
+@needs_native
 @pytest.mark.parametrize("teacher", [False, True])
 def test_compiled_gradients_equal_autograd(teacher: bool) -> None:
     model, stim = hybrid([2, 1], width=8), stimulus()

@@ -582,6 +582,122 @@ int hybrid_run(int n_models, int P, const double *params, double *grads, double 
     }
     return n_bad;
 }
+
+/* The hybrid without a backward pass, four traces of one model at a time in the lanes of a v4: the MLP
+   becomes a matrix-matrix product (each weight loaded once for four traces) and needs no horizontal sums.
+   Instance i = (model i / n_groups, lanes 4 (i % n_groups) .. + 3 of that model's R traces); a group with
+   fewer than four traces repeats its last one and drops the copies. Same step and loss as hybrid_run. */
+#define NL 4
+int hybrid_lanes(int n_models, int P, const double *params, double *losses, const int *nz, int Zmax, int H, int D,
+                 int act, int G, int C, int M, const int *gate_index, const int *gate_power, const double *gbar,
+                 const double *erev, double Af, double cap, int K, double v_lo, double inv_h, const double *tab,
+                 int T, int R, const double *stim, const double *v_target, double v0, int every, double scale,
+                 double dt, double v_center, double v_half, double axial_scale, double latent_rate, double *v_out,
+                 double *iax_out, double *z_out, int n_threads) {
+    Layout L;
+    make_layout(&L, 1 + Zmax, H, 1 + Zmax, D, act);
+    if (L.P != P || act != 0 || G > 16 || C > 16) return -1;
+    int n_groups = (R + NL - 1) / NL, n_bad = 0;
+#pragma omp parallel for num_threads(n_threads) if (n_models * n_groups > 1 && n_threads > 1) \
+    schedule(dynamic, 1) reduction(+:n_bad)
+    for (int task = 0; task < n_models * n_groups; ++task) {
+        int md = task / n_groups, r0 = NL * (task % n_groups), lane_trace[NL];
+        for (int l = 0; l < NL; ++l) lane_trace[l] = r0 + l < R ? r0 + l : R - 1;
+        const double *p = params + (size_t)md * P;
+        int Z = nz[md], I = 1 + Zmax;
+        double s_scale = p[L.os];
+        v4 lanes[2 * I + 2 * H];  /* on the stack: malloc's 16-byte alignment is too little for a v4 */
+        v4 *in = lanes, *out = in + I, *nh = out + I, *pre = nh + H;
+        double x[NL][16], inf[16], a[16], o[16], V[NL], loss[NL] = {0.0};
+        int bad[NL] = {0}, n_loss = 0;
+        for (int l = 0; l < NL; ++l) {
+            V[l] = v0;
+            table_at(tab, K, G, v_lo, inv_h, v0, x[l], a, NULL, NULL);
+            size_t t = (size_t)md * R + lane_trace[l];
+            if (l == 0 || lane_trace[l] != lane_trace[l - 1]) {
+                v_out[t * (T + 1)] = v0;
+                if (z_out) for (int j = 0; j < Zmax; ++j) z_out[t * (T + 1) * Zmax + j] = 0.0;
+            }
+        }
+        for (int j = 0; j < I; ++j) in[j] = (v4){0.0, 0.0, 0.0, 0.0};
+        for (int k = 0; k < T; ++k) {
+            for (int l = 0; l < NL; ++l) in[0][l] = (V[l] - v_center) / v_half;
+            /* the MLP, lanes = traces */
+            const v4 *hin = in;
+            int fan_in = I;
+            for (int ly = 0; ly < D; ++ly) {
+                const double *W = p + L.oW[ly], *b = p + L.ob[ly], *g = p + L.og[ly], *be = p + L.obeta[ly];
+                int j0 = 0;
+                for (; j0 + 8 <= H; j0 += 8) {
+                    v4 acc[8];
+                    for (int j = 0; j < 8; ++j) acc[j] = (v4){0.0, 0.0, 0.0, 0.0} + b[j0 + j];
+                    for (int i = 0; i < fan_in; ++i) {
+                        const double *w = W + (size_t)i * H + j0;
+                        v4 xi = hin[i];
+                        for (int j = 0; j < 8; ++j) acc[j] += w[j] * xi;
+                    }
+                    for (int j = 0; j < 8; ++j) nh[j0 + j] = acc[j];
+                }
+                for (; j0 < H; ++j0) {
+                    v4 acc = (v4){0.0, 0.0, 0.0, 0.0} + b[j0];
+                    for (int i = 0; i < fan_in; ++i) acc += W[(size_t)i * H + j0] * hin[i];
+                    nh[j0] = acc;
+                }
+                v4 mean = {0.0, 0.0, 0.0, 0.0}, var = mean, rs;
+                for (int j = 0; j < H; ++j) mean += nh[j];
+                mean /= (double)H;
+                for (int j = 0; j < H; ++j) { v4 d = nh[j] - mean; var += d * d; }
+                var /= (double)H;
+                for (int l = 0; l < NL; ++l) rs[l] = 1.0 / sqrt(var[l] + 1e-5);
+                for (int j = 0; j < H; ++j) pre[j] = fast_tanh4((nh[j] - mean) * rs * g[j] + be[j]);
+                hin = pre;
+                fan_in = H;
+            }
+            const double *Wo = p + L.oW[D], *bo = p + L.ob[D];
+            for (int j = 0; j < I; ++j) {
+                v4 acc = (v4){0.0, 0.0, 0.0, 0.0} + bo[j];
+                for (int i = 0; i < H; ++i) acc += Wo[(size_t)i * I + j] * hin[i];
+                out[j] = acc;
+            }
+            /* the soma, lane by lane */
+            int any_loss = (k + 1) % every == 0;
+            for (int l = 0; l < NL; ++l) {
+                if (bad[l]) continue;
+                size_t t = (size_t)md * R + lane_trace[l];
+                double Gs, Es, iax = out[0][l] * axial_scale;
+                soma_currents(C, M, G, gate_index, gate_power, gbar, erev, Af, x[l], o, &Gs, &Es);
+                double vn = (cap * V[l] + Es + s_scale * stim[(size_t)lane_trace[l] * T + k] + iax) / (cap + Gs);
+                for (int j = 0; j < Zmax; ++j)
+                    in[1 + j][l] = j < Z ? in[1 + j][l] + dt * out[1 + j][l] * latent_rate : 0.0;
+                if (!isfinite(vn)) { bad[l] = 1; continue; }
+                V[l] = vn;
+                table_at(tab, K, G, v_lo, inv_h, vn, inf, a, NULL, NULL);
+                for (int q = 0; q < G; ++q) x[l][q] = inf[q] + (x[l][q] - inf[q]) * a[q];
+                if (any_loss) {
+                    double e = (vn - v_target[(size_t)lane_trace[l] * (T + 1) + k + 1]) * scale;
+                    loss[l] += e * e;
+                }
+                if (l == 0 || lane_trace[l] != lane_trace[l - 1]) {
+                    v_out[t * (T + 1) + k + 1] = vn;
+                    if (iax_out) iax_out[t * T + k] = iax;
+                    if (z_out) for (int j = 0; j < Zmax; ++j) z_out[(t * (T + 1) + k + 1) * Zmax + j] = in[1 + j][l];
+                }
+            }
+            n_loss += any_loss;
+        }
+        for (int l = 0; l < NL; ++l) {
+            if (l > 0 && lane_trace[l] == lane_trace[l - 1]) continue;
+            size_t t = (size_t)md * R + lane_trace[l];
+            losses[t] = bad[l] ? NAN : loss[l] / (n_loss > 0 ? n_loss : 1);
+            n_bad += bad[l];
+            if (bad[l]) {
+                for (int k = 0; k <= T; ++k) v_out[t * (T + 1) + k] = NAN;
+                if (z_out) for (size_t q = 0; q < (size_t)(T + 1) * Zmax; ++q) z_out[t * (T + 1) * Zmax + q] = NAN;
+            }
+        }
+    }
+    return n_bad;
+}
 """
 
 _DOUBLE_P = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
@@ -649,4 +765,8 @@ def load() -> ctypes.CDLL | None:
                                _DOUBLE_P, _DOUBLE_P, d, d, i, d, d, _DOUBLE_P, i, _DOUBLE_P, ctypes.c_long,
                                _DOUBLE_P, ctypes.c_long, d, i, i, d, d, d, d, d, d, i, _OPT_DOUBLE_P, _OPT_DOUBLE_P,
                                _OPT_DOUBLE_P, i]
+    lib.hybrid_lanes.restype = ctypes.c_int
+    lib.hybrid_lanes.argtypes = [i, i, _DOUBLE_P, _DOUBLE_P, _INT_P, i, i, i, i, i, i, i, _INT_P, _INT_P, _DOUBLE_P,
+                                 _DOUBLE_P, d, d, i, d, d, _DOUBLE_P, i, i, _DOUBLE_P, _DOUBLE_P, d, i, d, d, d, d,
+                                 d, d, _DOUBLE_P, _OPT_DOUBLE_P, _OPT_DOUBLE_P, i]
     return lib
