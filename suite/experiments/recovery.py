@@ -69,7 +69,7 @@ class RecoveryConfig:
     depth: int = 2
     activation: str = "tanh"
     tf_steps: int = 300
-    stage_steps: tuple[int, ...] = (100, 100, 1000)  # on 10 %, 30 %, then 100 % of the trace (each further
+    stage_steps: tuple[int, ...] = (100, 100, 1000, 1000)  # on 10 %, 30 %, 100 %, 100 % of the trace (each further
     # number: another stage on all of it, a warm restart with fresh Adam moments and learning rate)
     lr: float = 5e-4
     tf_lr: float = 1e-2
