@@ -7,8 +7,11 @@ Batched and single runs alternate round by round so both see the same machine lo
 be shared); the ratio is the median over rounds. Targets are synthetic Boltzmann / bell gates,
 so the script needs no catalogue.
 
-    python benchmarks/zoo_fit_throughput.py                      # G = 1,024, eager and compiled
+    python benchmarks/zoo_fit_throughput.py                      # G = 1,024: torch eager, compiled, and the kernel
     python benchmarks/zoo_fit_throughput.py --steps 50 --rounds 2 --compile off   # a quick look
+
+The fused C kernel (suite/train/fused_gates.py) only runs the neural gate; ``--kernel`` picks whether it is
+measured beside torch (the supermodels always fit with torch).
 """
 
 from __future__ import annotations
@@ -50,10 +53,10 @@ def synthetic_targets(gates: int, seed: int = 0) -> tuple[torch.Tensor, torch.Te
 
 
 def timed_fit(kinds: tuple[str, ...], index: torch.Tensor, v: torch.Tensor, inf: torch.Tensor, tau: torch.Tensor,
-              steps: int, compile_it: bool, threads: int) -> float:
+              steps: int, compile_it: bool, threads: int, kernel: bool = False) -> float:
     """Seconds to fit the gates ``index`` (one batch) with every model kind in ``kinds``, ``steps`` steps each."""
     config = CurveFitConfig(steps_per_stage=steps, stages=1, compile=compile_it, num_threads=threads,
-                            check_every=max(steps // 2, 1))
+                            check_every=max(steps // 2, 1), kernel=kernel)
     total = 0.0
     for kind in kinds:
         model = make_model(kind, index.numel(), inf[index], tau[index], v, seed=0)
@@ -61,27 +64,28 @@ def timed_fit(kinds: tuple[str, ...], index: torch.Tensor, v: torch.Tensor, inf:
     return total
 
 
-def measure(label: str, kinds: tuple[str, ...], args: argparse.Namespace, compile_it: bool,
+def measure(label: str, kinds: tuple[str, ...], args: argparse.Namespace, mode: str,
             targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, float]:
     v, inf, tau = targets
     batch = torch.arange(args.gates)
     sample = torch.linspace(0, args.gates - 1, args.single_sample).round().long()
     single_threads = (1, args.threads) if args.threads != 1 else (1,)
+    compile_it, kernel = mode == "compiled", mode == "kernel"
 
     def warm(fn: Callable[[], float]) -> None:
         fn()  # first calls compile (if asked) and touch memory; not timed
 
-    warm(lambda: timed_fit(kinds, batch, v, inf, tau, 3, compile_it, args.threads))
+    warm(lambda: timed_fit(kinds, batch, v, inf, tau, 3, compile_it, args.threads, kernel))
     for t in single_threads:
-        warm(lambda t=t: timed_fit(kinds, sample[:1], v, inf, tau, 3, compile_it, t))
+        warm(lambda t=t: timed_fit(kinds, sample[:1], v, inf, tau, 3, compile_it, t, kernel))
 
     batched_rates, single_rates, ratios = [], [], []
     for _ in range(args.rounds):
-        wall = timed_fit(kinds, batch, v, inf, tau, args.steps, compile_it, args.threads)
+        wall = timed_fit(kinds, batch, v, inf, tau, args.steps, compile_it, args.threads, kernel)
         batched = args.gates * args.steps / wall
         best_single = 0.0
         for t in single_threads:  # the loop gets its best thread count
-            walls = [timed_fit(kinds, sample[i:i + 1], v, inf, tau, args.single_steps, compile_it, t)
+            walls = [timed_fit(kinds, sample[i:i + 1], v, inf, tau, args.single_steps, compile_it, t, kernel)
                      for i in range(sample.numel())]
             best_single = max(best_single, args.single_steps / statistics.mean(walls))
         batched_rates.append(batched)
@@ -89,7 +93,6 @@ def measure(label: str, kinds: tuple[str, ...], args: argparse.Namespace, compil
         ratios.append(batched / best_single)
     out = {"batched": statistics.median(batched_rates), "single": statistics.median(single_rates),
            "ratio": statistics.median(ratios)}
-    mode = "compiled" if compile_it else "eager"
     per_set = f" (a gate-step = one step of all {len(kinds)} models)" if len(kinds) > 1 else ""
     print(f"{label:<8} {mode:<8} batched G={args.gates}: {out['batched']:>9.0f} gate-steps/s | "
           f"one at a time: {out['single']:>7.0f} gate-steps/s | ratio {out['ratio']:5.1f}x "
@@ -105,7 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--single-steps", type=int, default=200, help="optimiser steps per single-gate fit")
     parser.add_argument("--rounds", type=int, default=3, help="alternating batched / single rounds")
     parser.add_argument("--models", default="node,sm", help="comma list: node, sm (SM1..SM5 together)")
-    parser.add_argument("--compile", choices=("off", "on", "both"), default="both")
+    parser.add_argument("--compile", choices=("off", "on", "both"), default="both", help="torch.compile the torch path")
+    parser.add_argument("--kernel", choices=("off", "on", "both"), default="both",
+                        help="the fused C kernel for the neural gate: instead of torch (on), or beside it (both)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads for the batched fit")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*torch.jit.script_method.*")  # raised inside torch.compile
@@ -118,13 +123,16 @@ def main(argv: list[str] | None = None) -> None:
     if load > 0.5:
         print(f"note: load average {load:.1f} before starting: other processes share the CPU, so absolute rates "
               "are low and noisy; batched and single runs alternate, so the ratios suffer less")
-    modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
+    torch_modes = {"off": ["eager"], "on": ["compiled"], "both": ["eager", "compiled"]}[args.compile]
     sets = {"node": ("node",), "sm": SUPERMODEL_KINDS}
     best: dict[str, dict[str, float]] = {}
     for name in args.models.split(","):
-        for compile_it in modes:
+        modes = torch_modes if name != "node" or args.kernel != "on" else []
+        if name == "node" and args.kernel != "off":
+            modes = [*modes, "kernel"]
+        for mode in modes:
             start = time.perf_counter()
-            out = measure(name, sets[name], args, compile_it, targets)
+            out = measure(name, sets[name], args, mode, targets)
             out["elapsed"] = time.perf_counter() - start
             mine = best.setdefault(name, {"batched": 0.0, "single": 0.0})
             mine["batched"] = max(mine["batched"], out["batched"])

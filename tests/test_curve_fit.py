@@ -21,14 +21,15 @@ from suite.train.schedule import warmup_cosine
 FEW_STEPS = CurveFitConfig(steps_per_stage=4, stages=2, lr=1e-2, warmup_fraction=0.25, check_every=2)
 
 
-@pytest.mark.parametrize("kind", ["node", "sm1"])
-def test_batched_steps_equal_the_same_steps_alone(kind: str) -> None:
+@pytest.mark.parametrize(("kind", "kernel"), [("node", False), ("node", None), ("sm1", None)])
+def test_batched_steps_equal_the_same_steps_alone(kind: str, kernel: bool | None) -> None:
     inf_t, tau_t = boltzmann_bell_targets()
     batched = make_model(kind, 3, inf_t, tau_t, V, dtype=torch.float64, seed=0)
     singles = [select_gates(batched, [i]) for i in range(3)]
-    fit_curves(batched, V, inf_t, tau_t, FEW_STEPS)
+    config = CurveFitConfig(**{**FEW_STEPS.__dict__, "kernel": kernel})
+    fit_curves(batched, V, inf_t, tau_t, config)
     for i, single in enumerate(singles):
-        fit_curves(single, V, inf_t[i:i + 1], tau_t[i:i + 1], FEW_STEPS)
+        fit_curves(single, V, inf_t[i:i + 1], tau_t[i:i + 1], config)
         for p_alone, p_batched in zip(single.parameters(), batched.parameters(), strict=True):
             torch.testing.assert_close(p_alone, p_batched[i:i + 1], atol=1e-12, rtol=1e-10)
 
@@ -36,8 +37,9 @@ def test_batched_steps_equal_the_same_steps_alone(kind: str) -> None:
 def test_chunks_of_gates_change_nothing() -> None:
     inf_t, tau_t = boltzmann_bell_targets()
     whole, chunked = (make_model("node", 3, dtype=torch.float64, seed=0) for _ in range(2))
-    a = fit_curves(whole, V, inf_t, tau_t, CurveFitConfig(**{**FEW_STEPS.__dict__, "gate_chunk": 3}))
-    b = fit_curves(chunked, V, inf_t, tau_t, CurveFitConfig(**{**FEW_STEPS.__dict__, "gate_chunk": 2}))
+    torch_path = {**FEW_STEPS.__dict__, "kernel": False}  # chunks shape the torch path only
+    a = fit_curves(whole, V, inf_t, tau_t, CurveFitConfig(**{**torch_path, "gate_chunk": 3}))
+    b = fit_curves(chunked, V, inf_t, tau_t, CurveFitConfig(**{**torch_path, "gate_chunk": 2}))
     torch.testing.assert_close(a.tau_fit, b.tau_fit, atol=1e-12, rtol=1e-10)
     torch.testing.assert_close(a.loss_history, b.loss_history, atol=1e-12, rtol=1e-10)
 
@@ -129,7 +131,7 @@ def test_a_failing_compiler_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(torch, "compile", broken)
     inf_t, tau_t = boltzmann_bell_targets()
-    config = CurveFitConfig(**{**FEW_STEPS.__dict__, "compile": True})
+    config = CurveFitConfig(**{**FEW_STEPS.__dict__, "compile": True, "kernel": False})
     with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
         result = fit_curves(make_model("node", 3, dtype=torch.float64), V, inf_t, tau_t, config)
     assert not result.compiled and result.status == ["ok"] * 3
@@ -139,8 +141,8 @@ def test_a_failing_compiler_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch)
 def test_compiled_step_matches_eager() -> None:
     inf_t, tau_t = boltzmann_bell_targets()
     eager, compiled = (make_model("node", 3, dtype=torch.float64, seed=0) for _ in range(2))
-    fit_curves(eager, V, inf_t, tau_t, FEW_STEPS)
-    config = CurveFitConfig(**{**FEW_STEPS.__dict__, "compile": True, "gate_chunk": 2})
+    fit_curves(eager, V, inf_t, tau_t, CurveFitConfig(**{**FEW_STEPS.__dict__, "kernel": False}))
+    config = CurveFitConfig(**{**FEW_STEPS.__dict__, "compile": True, "gate_chunk": 2, "kernel": False})
     result = fit_curves(compiled, V, inf_t, tau_t, config)
     assert result.compiled
     for a, b in zip(eager.parameters(), compiled.parameters(), strict=True):

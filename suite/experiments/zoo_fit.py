@@ -52,7 +52,8 @@ class ZooFitConfig:
     expert_init_noise: float = 0.05  # with seeds > 1: noise on the experts' data-driven start, so restarts differ
     gates_per_job: int = 1024
     dtype: str = "float32"
-    compile: bool = False
+    compile: bool = False  # torch.compile the torch path's loss step
+    kernel: bool | None = None  # the fused C kernel for neural gates: None where it can run, False: torch
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -166,7 +167,7 @@ class ZooFit:
                            seed=job.seed * 1_000_003 + job.shard, **arch)
         fit = fit_curves(model, v, inf, tau, CurveFitConfig(
             steps_per_stage=config.steps_per_stage, stages=config.stages, lr=config.lr, loss=config.loss,
-            compile=config.compile))
+            compile=config.compile, kernel=config.kernel))
         rows = self._rows(p, gate_index.cpu().numpy(), seed_index.cpu().numpy(), fit.inf_fit, fit.tau_fit,
                           torch.tensor(p["x_inf"], dtype=torch.float64)[gate_index.cpu()],
                           torch.tensor(p["tau"], dtype=torch.float64)[gate_index.cpu()])
@@ -175,6 +176,7 @@ class ZooFit:
         rows["steps_to_fit"] = fit.steps_to_err1.numpy()
         rows["fit_wall_time_s"] = fit.wall_s
         rows["compiled"] = fit.compiled
+        rows["backend"] = fit.backend
         for key in ("width", "depth", "activation", "steps_per_stage", "stages", "lr", "loss", "dtype", "zoo"):
             rows[key] = getattr(config, key)
         gate_steps = inf.shape[0] * fit.steps

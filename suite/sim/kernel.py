@@ -18,16 +18,12 @@ False and callers use the torch path.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 from functools import cache
-from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from suite.cbuild import compiled_library
 
 UA_PER_MA = 1e3
 
@@ -216,34 +212,13 @@ class _Dims(ctypes.Structure):
                [(n, ctypes.c_double) for n in ("vmin", "dv", "dt", "theta", "K")]
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("HYBRIDBENCH_KERNEL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return Path(root) / "hybridbench" / "kernels"
-
-
 @cache
 def _library() -> ctypes.CDLL | None:
-    """Compile (once per machine and source) and load the kernel; None without a C compiler."""
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        return None
-    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-fno-math-errno"]
-    tag = hashlib.sha256((_SOURCE + " ".join(flags) + cc).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"membrane_{tag}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / "membrane.c"
-            src.write_text(_SOURCE)
-            out = Path(tmp) / target.name
-            try:
-                subprocess.run([cc, *flags, str(src), "-o", str(out), "-lm"], check=True, capture_output=True)
-            except (subprocess.CalledProcessError, OSError):
-                return None
-            os.replace(out, target)  # atomic: a concurrent build never sees half a library
-    lib = ctypes.CDLL(str(target))
-    for fn in (lib.forward, lib.backward):
-        fn.restype = None
+    """The kernel (built once per machine and source, see ``suite.cbuild``); None without a C compiler."""
+    lib = compiled_library("membrane", _SOURCE, ("-fno-math-errno",))
+    if lib is not None:
+        for fn in (lib.forward, lib.backward):
+            fn.restype = None
     return lib
 
 

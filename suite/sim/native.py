@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import numpy as np
+
+from suite.cbuild import compiled_library
 
 SOURCE = r"""
 #include <math.h>
@@ -720,42 +715,15 @@ _OPT_DOUBLE_P = _OptionalDoubles
 
 
 # Fused multiply-adds allowed (-ffp-contract=fast): the MLP's products and sums are most of a hybrid step.
-CFLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC", "-std=c99")
-
-
-def cache_dir() -> Path:
-    """Where compiled kernels live: $HYBRIDBENCH_CACHE, else ~/.cache/hybridbench."""
-    return Path(os.environ.get("HYBRIDBENCH_CACHE", Path.home() / ".cache" / "hybridbench"))
-
-
-def _compile(out: Path) -> bool:
-    compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
-    if compiler is None:
-        return False
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "cable.c"
-        src.write_text(SOURCE)
-        lib = Path(tmp) / out.name
-        base = [compiler, *CFLAGS, str(src), "-o", str(lib), "-lm"]
-        for flags in (["-fopenmp"], []):  # OpenMP if the compiler has it
-            done = subprocess.run(base[:1] + flags + base[1:], capture_output=True, text=True)
-            if done.returncode == 0:
-                os.replace(lib, out)  # atomic: a concurrent loader sees no half-written library
-                return True
-    return False
+FLAGS = ("-std=c99", "-ffp-contract=fast")
 
 
 @functools.cache
 def load() -> ctypes.CDLL | None:
-    """The compiled kernels (compiled on first use, cached on disk by source hash), or None without a compiler."""
-    if os.environ.get("HYBRIDBENCH_NO_NATIVE"):
+    """The compiled kernels (built on first use, cached on disk), or None without a compiler."""
+    lib = compiled_library("cable", SOURCE, FLAGS)
+    if lib is None:
         return None
-    tag = hashlib.sha256((SOURCE + " ".join(CFLAGS) + platform.machine() + platform.processor()).encode())
-    path = cache_dir() / f"cable-{tag.hexdigest()[:16]}.so"
-    if not path.exists() and not _compile(path):
-        return None
-    lib = ctypes.CDLL(str(path))
     lib.tree_solve.restype = None
     lib.tree_solve.argtypes = [ctypes.c_int, ctypes.c_int, _LONG_P, _DOUBLE_P, ctypes.c_long, _DOUBLE_P, _DOUBLE_P,
                                ctypes.c_int]

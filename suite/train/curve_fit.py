@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from suite.train import fused_gates
 from suite.train.schedule import warmup_cosine
 
 ERR1_TARGET = 0.05  # "a fit": ICG's err1 below this on both curves
@@ -47,6 +48,10 @@ class CurveFitConfig:
     # Gates per forward/backward pass. Gates are independent, so splitting the batch changes no result,
     # only speed: None sizes chunks to the CPU's cache (about 230 neural gates; GPUs take all at once).
     gate_chunk: int | None = None
+    # The fused C kernel (suite/train/fused_gates.py) for the forward and backward: None uses it where it can run
+    # (tanh neural gates on the CPU with a C compiler), True asks for it (a warning if it cannot run), False keeps
+    # torch. It replaces torch.compile and gate_chunk, which only shape the torch path.
+    kernel: bool | None = None
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -146,7 +151,8 @@ class CurveFitResult:
     loss_history: Tensor  # [C, G]
     steps: int
     wall_s: float
-    compiled: bool
+    compiled: bool  # torch.compile ran the loss step
+    backend: str = "torch"  # what computed the gradients: "kernel", "torch" (eager) or "torch-compiled"
 
     @property
     def status(self) -> list[str]:
@@ -275,6 +281,10 @@ class _Gradients:
     def compiled(self) -> bool:
         return self.stepper.compiled is not None
 
+    @property
+    def backend(self) -> str:
+        return "torch-compiled" if self.compiled else "torch"
+
     def __call__(self, active: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(per-gate loss, x_inf, tau, still-finite mask), all gates; gradients left in ``p.grad``."""
         if len(self.bounds) == 1:
@@ -297,6 +307,31 @@ class _Gradients:
         return per_gate, inf, tau, active
 
 
+class _KernelGradients:
+    """``_Gradients`` computed by the fused C kernel, one gate at a time in cache (suite/train/fused_gates.py)."""
+
+    compiled = False
+    backend = "kernel"
+
+    def __init__(self, model: nn.Module, v: Tensor, targets: Targets, config: CurveFitConfig) -> None:
+        self.fused = fused_gates.FusedGateLoss(model, v, targets, config.loss)
+
+    def __call__(self, active: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        per_gate, inf, tau = self.fused(active)
+        return per_gate, inf, tau, active & torch.isfinite(per_gate)
+
+
+def _gradients(model: nn.Module, v: Tensor, targets: Targets, config: CurveFitConfig) -> _Gradients | _KernelGradients:
+    """The kernel where the config allows it and it can run, else torch (the reference, and the GPU path)."""
+    if config.kernel is not False:
+        why = fused_gates.unsupported(model, config.loss)
+        if why is None:
+            return _KernelGradients(model, v, targets, config)
+        if config.kernel:
+            warnings.warn(f"the fused gate kernel cannot run ({why}); fitting with torch", stacklevel=3)
+    return _Gradients(model, v, targets, config)
+
+
 def _adamw(params: list[nn.Parameter], config: CurveFitConfig, lr: float) -> torch.optim.Optimizer:
     """AdamW, fused (one kernel per tensor) where the device supports it, else foreach."""
     try:
@@ -310,7 +345,8 @@ def fit_curves(model: nn.Module, v_grid: Tensor, inf_target: Tensor, tau_target:
     """Fit every gate of ``model`` to its row of ``inf_target``/``tau_target`` (``[G, N]`` on ``v_grid`` ``[N]`` mV).
 
     The model's parameters are trained in place; a diverged gate is left at its last checked
-    parameters with a finite loss.
+    parameters with a finite loss. Gradients come from the fused C kernel where ``config.kernel`` allows
+    and it can run (tanh neural gates on the CPU), else from torch; ``result.backend`` says which.
     """
     config = config or CurveFitConfig()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -337,7 +373,7 @@ def fit_curves(model: nn.Module, v_grid: Tensor, inf_target: Tensor, tau_target:
 def _fit(model: nn.Module, params: list[nn.Parameter], v: Tensor, targets: Targets,
          config: CurveFitConfig) -> CurveFitResult:
     size, device = v.shape[0], v.device
-    gradients = _Gradients(model, v, targets, config)
+    gradients = _gradients(model, v, targets, config)
     active = torch.ones(size, dtype=torch.bool, device=device)
     alive_steps = torch.zeros(size, dtype=torch.long, device=device)  # = the step a gate froze at, once frozen
     reached = torch.full((size,), -1, dtype=torch.long, device=device)
@@ -383,7 +419,8 @@ def _fit(model: nn.Module, params: list[nn.Parameter], v: Tensor, targets: Targe
         diverged_step=torch.where(active, torch.full_like(alive_steps, -1), alive_steps).to(**cpu),
         steps_to_err1=reached.to(**cpu), metrics={k: m.to(**cpu) for k, m in metrics.items()},
         inf_fit=inf.to(**cpu), tau_fit=tau.to(**cpu), check_steps=torch.tensor(check_steps),
-        loss_history=torch.stack(history).to(**cpu), steps=step, wall_s=wall, compiled=gradients.compiled)
+        loss_history=torch.stack(history).to(**cpu), steps=step, wall_s=wall, compiled=gradients.compiled,
+        backend=gradients.backend)
 
 
 @torch.no_grad()
