@@ -94,14 +94,16 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     origin = str(path) if path is not None else "config"
     config = from_mapping(cls, data, origin)
     hints = typing.get_type_hints(cls)
+    changes: dict[str, Any] = {}
     for item in overrides:
         key, sep, value = (part.strip() for part in item.partition("="))
         if not sep:
             raise ConfigError(f"expected key=value, got {item!r}", file="--set", field=item)
         if key not in hints:
             raise ConfigError(f"unknown key; known keys: {', '.join(sorted(hints))}", file="--set", field=key)
-        config = dataclasses.replace(config, **{key: _coerce(value, hints[key], key, "--set")})
-    return config
+        changes[key] = _coerce(value, hints[key], key, "--set")
+    # All at once: keys that only make sense together (zoo=icg with zoo_path=...) are checked together.
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def to_dict(config: Any) -> dict[str, Any]:

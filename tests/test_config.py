@@ -46,3 +46,20 @@ def test_unreadable_or_non_mapping_file_names_the_file(tmp_path: Path) -> None:
         load_config(Example, f)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(Example, tmp_path / "missing.yaml")
+
+
+@dataclass(frozen=True)
+class Paired:
+    source: str = "generated"
+    path: str = ""
+
+    def __post_init__(self) -> None:
+        if self.source == "file" and not self.path:
+            raise ConfigError("source=file needs path", field="path")
+
+
+def test_overrides_that_only_make_sense_together_are_checked_together() -> None:
+    assert load_config(Paired, None, ["source=file", "path=/data"]) == Paired("file", "/data")
+    with pytest.raises(ConfigError) as e:
+        load_config(Paired, None, ["source=file"])
+    assert e.value.field == "path"
