@@ -75,3 +75,16 @@ def test_unknown_model_and_key_are_config_errors(capsys: pytest.CaptureFixture[s
         load_config(ZooFitConfig, None, ["models=[node, nope]"])
     assert main(["run", "zoo-fit", "--set", "nope=1", "--tracking-uri", "none"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_head_to_head_against_icg_published_fits() -> None:
+    from analysis.zoo_fit import head_to_head
+
+    def rows(model: str, errs: list[float]) -> pd.DataFrame:
+        return pd.DataFrame({"channel_id": ["a", "b", "c"], "gate": "m", "seed": 0, "class": ["K", "K", "Na"],
+                             "model": model, "status": "ok", "err1_inf": errs, "err1_tau": 0.01})
+
+    table = head_to_head(pd.concat([rows("node", [0.01, 0.01, 0.2]), rows("icg_omni", [0.2, 0.01, 0.01])]),
+                         b="icg_omni").set_index("class")
+    assert table.loc["K", "only_node"] == 1 and table.loc["Na", "only_icg_omni"] == 1
+    assert table.loc["all", "node_minus_icg_omni"] == 0
