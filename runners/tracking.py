@@ -15,6 +15,7 @@ from typing import Any
 from runners.outcome import Outcome
 
 DEFAULT_URI_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"  # beside a SQLite store: MLflow's own default is ./mlruns in whatever folder we run from
 
 
 def default_tracking_uri(results: str | Path) -> str:
@@ -37,10 +38,11 @@ class NoTracker:
 
 
 class MlflowTracker:
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, artifact_root: Path | None = None) -> None:
         import mlflow
 
         self.uri = uri
+        self.artifact_root = artifact_root  # None: the tracking server's choice
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         self.parent_id: str | None = None
         self.experiment_id: str | None = None
@@ -48,7 +50,9 @@ class MlflowTracker:
     def start(self, experiment: str, sweep_key: str, config: dict[str, Any], planned: int) -> None:
         name = f"hybridbench/{experiment}"
         found = self.client.get_experiment_by_name(name)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(name)
+        location = (self.artifact_root / name.replace("/", "-")).as_uri() if self.artifact_root else None
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            name, artifact_location=location)
         runs = self.client.search_runs([self.experiment_id], f"tags.sweep_key = '{sweep_key}'", max_results=1)
         if runs:
             self.parent_id = runs[0].info.run_id
@@ -88,5 +92,7 @@ def make_tracker(uri: str | None, results: str | Path) -> NoTracker | MlflowTrac
     if uri.lower() == "none":
         return NoTracker()
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        db = Path(uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return MlflowTracker(uri, db.parent.resolve() / ARTIFACTS_DIR)
     return MlflowTracker(uri)

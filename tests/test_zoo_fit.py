@@ -88,3 +88,22 @@ def test_head_to_head_against_icg_published_fits() -> None:
                          b="icg_omni").set_index("class")
     assert table.loc["K", "only_node"] == 1 and table.loc["Na", "only_icg_omni"] == 1
     assert table.loc["all", "node_minus_icg_omni"] == 0
+
+
+def test_default_tracking_keeps_runs_and_artifacts_under_results(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    results, elsewhere = tmp_path / "results", tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    args = ["--results", str(results), "run", "zoo-fit", "--set", "zoo_n=10", "--set", "max_gates=4",
+            "--set", "gates_per_job=4", "--set", "steps_per_stage=5", "--set", "stages=1", "--set", "models=[node]"]
+    assert main(args) == 0
+    assert not any(elsewhere.iterdir())  # MLflow's default ./mlruns would land here
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("hybridbench/zoo-fit").experiment_id])
+    job = next(r for r in runs if r.data.tags.get("mlflow.parentRunId"))
+    assert [a.path for a in client.list_artifacts(job.info.run_id)] == ["weights.pt"]
+    assert job.info.artifact_uri.startswith((results / "mlartifacts").as_uri())
