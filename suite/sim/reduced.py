@@ -244,12 +244,9 @@ def run_fused(model: ReducedSoma, stim: Tensor, dt: float, v_target: Tensor | No
     target = np.zeros((r, steps + 1)) if v_target is None else np.atleast_2d(
         v_target.detach().to("cpu", torch.float64).numpy())
     target = np.ascontiguousarray(np.broadcast_to(target, (r, steps + 1)))
-    stim_all = np.ascontiguousarray(np.tile(stim_np, (m, 1)))  # instance i = (model i // r, trace i % r)
-    target_all = np.ascontiguousarray(np.tile(target, (m, 1)))
     v_lo, inv_h, table = model.fused_table(dt)
     index, power = channel_layout(model.membrane)
-    params = np.ascontiguousarray(np.repeat(pack_params(model), r, axis=0))
-    grads = np.zeros_like(params)
+    params = np.ascontiguousarray(pack_params(model))  # [m, P]
     n = m * r
     losses = np.zeros(n)
     v = np.empty((n, steps + 1))
@@ -257,25 +254,31 @@ def run_fused(model: ReducedSoma, stim: Tensor, dt: float, v_target: Tensor | No
     z = np.empty((n, steps + 1, ax.z_max))
     gbar = np.ascontiguousarray(model.membrane.gbar[:, 0].detach().cpu().double().numpy())
     e_rev = np.ascontiguousarray(model.membrane.e_rev[:, 0].detach().cpu().double().numpy())
-    nz = np.repeat(np.asarray(ax.n_latents, dtype=np.int32), r)
+    nz = np.asarray(ax.n_latents, dtype=np.int32)
     threads = max(1, int(n_threads or torch.get_num_threads()))
+    grads = None
     if r > 1 and not (want_grad or teacher) and ax.activation == "tanh":
         # Several traces of one model and no gradient: four traces at a time in SIMD lanes.
         n_bad = lib.hybrid_lanes(
-            m, params.shape[1], np.ascontiguousarray(pack_params(model)), losses, nz[::r].copy(), ax.z_max, ax.width,
-            ax.depth, 0, model.membrane.n_gates, len(model.channels), index.shape[1], index.reshape(-1),
-            power.reshape(-1), gbar, e_rev, model.area_um2 * MEMBRANE_TO_NA, model.cap_nA / dt, table.shape[0], v_lo,
-            inv_h, table.reshape(-1), steps, r, np.ascontiguousarray(stim_np), target, float(v0), every, scale, dt,
-            V_CENTER_MV, V_HALF_RANGE_MV, AXIAL_SCALE_NA, LATENT_RATE_PER_MS, v.reshape(-1), i_ax.reshape(-1),
-            z.reshape(-1), threads)
+            m, params.shape[1], params, losses, nz, ax.z_max, ax.width, ax.depth, 0, model.membrane.n_gates,
+            len(model.channels), index.shape[1], index.reshape(-1), power.reshape(-1), gbar, e_rev,
+            model.area_um2 * MEMBRANE_TO_NA, model.cap_nA / dt, table.shape[0], v_lo, inv_h, table.reshape(-1), steps,
+            r, np.ascontiguousarray(stim_np), target, float(v0), every, scale, dt, V_CENTER_MV, V_HALF_RANGE_MV,
+            AXIAL_SCALE_NA, LATENT_RATE_PER_MS, v.reshape(-1), i_ax.reshape(-1), z.reshape(-1), threads)
     else:
+        # One instance per (model, trace): instance i is model i // r on trace i % r.
+        stim_all = np.ascontiguousarray(np.tile(stim_np, (m, 1)))
+        target_all = np.ascontiguousarray(np.tile(target, (m, 1)))
+        params = np.ascontiguousarray(np.repeat(params, r, axis=0))
+        grads = np.zeros_like(params)
         n_bad = lib.hybrid_run(
-            n, params.shape[1], params.reshape(-1), grads.reshape(-1), losses, nz, ax.z_max, ax.width, ax.depth,
-            ACTIVATION_CODES.get(ax.activation, -1), model.membrane.n_gates, len(model.channels), index.shape[1],
-            index.reshape(-1), power.reshape(-1), gbar, e_rev, model.area_um2 * MEMBRANE_TO_NA, model.cap_nA / dt,
-            table.shape[0], v_lo, inv_h, table.reshape(-1), steps, stim_all.reshape(-1), steps, target_all.reshape(-1),
-            steps + 1, float(v0), 0 if teacher else 1, every, scale, dt, V_CENTER_MV, V_HALF_RANGE_MV, AXIAL_SCALE_NA,
-            LATENT_RATE_PER_MS, int(want_grad), v.reshape(-1), i_ax.reshape(-1), z.reshape(-1), threads)
+            n, params.shape[1], params.reshape(-1), grads.reshape(-1), losses, np.repeat(nz, r), ax.z_max, ax.width,
+            ax.depth, ACTIVATION_CODES.get(ax.activation, -1), model.membrane.n_gates, len(model.channels),
+            index.shape[1], index.reshape(-1), power.reshape(-1), gbar, e_rev, model.area_um2 * MEMBRANE_TO_NA,
+            model.cap_nA / dt, table.shape[0], v_lo, inv_h, table.reshape(-1), steps, stim_all.reshape(-1), steps,
+            target_all.reshape(-1), steps + 1, float(v0), 0 if teacher else 1, every, scale, dt, V_CENTER_MV,
+            V_HALF_RANGE_MV, AXIAL_SCALE_NA, LATENT_RATE_PER_MS, int(want_grad), v.reshape(-1), i_ax.reshape(-1),
+            z.reshape(-1), threads)
     if n_bad < 0:
         raise RuntimeError("parameter layout mismatch between the module and the kernel")
     if want_grad:
