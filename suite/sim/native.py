@@ -494,13 +494,12 @@ int hybrid_run(int n_models, int P, const double *params, double *grads, double 
         size_t n1 = (size_t)T + 1;
         size_t rows = want_grad ? n1 : 2;  /* without a backward pass, only the current and next states */
         double *V = (double *)malloc(sizeof(double) * (2 * n1 + rows * (Zmax + G) + (size_t)D * 3 * H + D + 4 * I
-                                                        + 2 * H + 4 * G + 2 * C + 2 * H));
+                                                        + 2 * H + 4 * G + C));
         double *Vp = V + n1, *Zs = Vp + n1, *X = Zs + rows * Zmax, *buf = X + rows * G, *rstd = buf + (size_t)D * 3 * H;
         double *zo = z_out ? z_out + (size_t)md * n1 * Zmax : NULL;
         double *in = rstd + D, *out = in + I, *lam_in = out + I, *lam_out = lam_in + I;
         double *s1 = lam_out + I, *s2 = s1 + H, *inf = s2 + H, *a = inf + G, *dinf = a + G, *da = dinf + G;
-        double *o = da + G, *lo = o + C;
-        (void)lo;
+        double *o = da + G;
         V[0] = mode == 0 ? vt[0] : v0;
         Vp[0] = V[0];
         for (int j = 0; j < Zmax; ++j) Zs[j] = 0.0;
