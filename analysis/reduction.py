@@ -18,7 +18,7 @@ RECORD_EVERY = 4  # the experiment stores traces every 4th step
 COLORS = {"true": "black", "init": "grey", "hybrid": "crimson", "soma_area": "navy", "soma_area_c": "darkgreen",
           "soma": "grey", "multi": "steelblue", "neuron": "lightsteelblue"}
 LABELS = {"soma": "soma", "soma_area": "soma (area)", "soma_area_c": "soma (area + c)"}
-HELDOUT_PREFIX = ("rmse_long", "rmse_amp_", "rmse_noise")
+HELDOUT = ("rmse_long", "rmse_amplitudes", "rmse_amplitudes_max", "rmse_noise")  # per amplitude: in the Parquet
 
 
 def _ok(rows: pd.DataFrame) -> pd.DataFrame:
@@ -51,7 +51,7 @@ def hybrid_table(rows: pd.DataFrame) -> pd.DataFrame:
     h = h[h["kind"] == "hybrid"]
     if h.empty:
         return pd.DataFrame()
-    rmse_cols = [c for c in h.columns if c.startswith(HELDOUT_PREFIX)]
+    rmse_cols = [c for c in HELDOUT if c in h]
     agg = {"runs": ("seed", "size"), "frac_converged": ("converged", "mean"),
            "rmse_train_mean": ("rmse_train", "mean"), "rmse_train_sd": ("rmse_train", "std"),
            "rmse_train_best": ("rmse_train", "min"), "rmse_heldout_mean": ("rmse_heldout", "mean"),
@@ -79,7 +79,7 @@ def model_table(rows: pd.DataFrame) -> pd.DataFrame:
     if not out:
         return pd.DataFrame()
     cols = ["model", "n_latents", "width", "seed", "rmse_train",
-            *sorted(c for c in rows.columns if c.startswith(HELDOUT_PREFIX)), "rmse_heldout", "train_time_s",
+            *HELDOUT, "rmse_heldout", "train_time_s",
             "cost_1s_s"]
     table = pd.DataFrame(out)
     return table[[c for c in cols if c in table]]
@@ -115,6 +115,21 @@ def _best_hybrid(rows: pd.DataFrame, min_latents: int = 1) -> pd.Series | None:
         return None
     pool = h[h["converged"]] if h["converged"].any() else h
     return pool.loc[pool["rmse_heldout"].idxmin()]
+
+
+def amplitude_errors(row: pd.Series, amplitude: float) -> list[tuple[list[float], list[float]]]:
+    """One model's (amplitudes, RMSE) on its trained steps, then on its held-out ones, sorted by amplitude.
+
+    ``amplitude`` is the paper's step (its RMSE is ``rmse_train``); the others are ``rmse_train_<nA>``
+    and ``rmse_amp_<nA>`` columns.
+    """
+    found: list[dict[float, float]] = [{amplitude: float(row["rmse_train"])}, {}]
+    for into, prefix in zip(found, ("rmse_train_", "rmse_amp_"), strict=True):
+        for col in row.index:
+            suffix = str(col)[len(prefix):]
+            if str(col).startswith(prefix) and not suffix.startswith("noise") and pd.notna(row[col]):
+                into[float(suffix)] = float(row[col])  # (rmse_train_noise_<seed>: not a step)
+    return [(sorted(d), [d[a] for a in sorted(d)]) for d in found]
 
 
 def figure(rows: pd.DataFrame, out: str | Path) -> Path:
@@ -224,7 +239,20 @@ def figure(rows: pd.DataFrame, out: str | Path) -> Path:
     ax.text(-0.2, 1.02, "e", transform=ax.transAxes, fontweight="bold")
     sns.despine(ax=ax)
 
-    ax = fig.add_subplot(grid[4, 1:])  # f: extrapolation
+    ax = fig.add_subplot(grid[4, 3])  # g: RMSE against the step's amplitude, trained and held out
+    if best is not None:
+        amplitude = float(rows["amplitude"].dropna().iloc[0]) if "amplitude" in rows else 0.65
+        for (amps, errs), style, label in zip(amplitude_errors(best, amplitude), ("o", "s"), ("trained", "held out"),
+                                              strict=True):
+            if amps:
+                ax.plot(amps, errs, style, ms=3, mfc="none" if label == "held out" else COLORS["hybrid"],
+                        color=COLORS["hybrid"], label=label)
+        ax.legend(frameon=False, fontsize=6)
+    ax.set(xlabel="step (nA)", ylabel="RMSE (mV)")
+    ax.text(-0.3, 1.02, "g", transform=ax.transAxes, fontweight="bold")
+    sns.despine(ax=ax)
+
+    ax = fig.add_subplot(grid[4, 1:3])  # f: extrapolation
     if ref is not None:
         ax.plot(_t(ref["v_long"], dt), ref["v_long"], color=COLORS["true"], label="true")
     if best is not None:

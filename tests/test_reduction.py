@@ -10,8 +10,9 @@ import torch
 from channelzoo.models import pospischil_jaxley
 from runners.store import ResultStore
 from suite.cli import main
+from suite.config import ConfigError
 from suite.experiments import get_experiment
-from suite.experiments.reduction import ReductionConfig
+from suite.experiments.reduction import ReductionConfig, heldout_names, protocols, training_names
 from suite.sim import native
 from suite.sim.reduced import AxialODE, ReducedSoma, run_fused
 
@@ -100,7 +101,21 @@ def test_plan_is_pure_and_keys_are_stable() -> None:
     a, b = exp.plan(config), exp.plan(config)
     assert [j.key for j in a] == [j.key for j in b]
     assert [j.payload["kind"] for j in a] == ["reference", "baselines", "hybrid", "hybrid", "cost"]
-    assert set(exp.presets()) == {"quick", "paper"}
+    assert set(exp.presets()) == {"quick", "paper", "heldout"}
+
+
+def test_held_out_stimuli_are_never_trained_on() -> None:
+    with pytest.raises(ConfigError, match="held out"):
+        ReductionConfig(train_amplitudes=(0.45, 0.8), ood_amplitudes=(0.5, 0.8))
+    with pytest.raises(ConfigError, match="noise seed"):
+        ReductionConfig(noise_seed=3, train_noise_seeds=(1, 3))
+    config = ReductionConfig(train_amplitudes=(0.45,), train_noise_seeds=(1, 2), ood_amplitudes=(0.5,))
+    names = training_names(config)
+    assert names == ["train", "train_0.45", "train_noise_1", "train_noise_2"]
+    stimuli = protocols(config)
+    assert not set(names) & set(heldout_names(config)) and set(names) <= set(stimuli)
+    noisy = [stimuli[n][0] for n in ("noise", "train_noise_1", "train_noise_2")]
+    assert not torch.equal(noisy[0], noisy[1]) and not torch.equal(noisy[1], noisy[2])
 
 
 def test_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -121,8 +136,8 @@ def test_tiny_sweep_writes_parquet_and_fig4(tmp_path: Path) -> None:
     assert set(rows["kind"]) == {"multicompartment", "soma", "soma_area", "soma_area_c", "hybrid", "cost"}
     h = rows[rows["kind"] == "hybrid"]
     assert len(h) == 2 and set(h["status"]) <= {"ok", "diverged"}
-    for col in ("rmse_train", "rmse_long", "rmse_amp_0.8", "rmse_noise", "rmse_heldout", "train_time_s",
-                "converged"):
+    for col in ("rmse_train", "rmse_long", "rmse_amp_0.8", "rmse_amplitudes", "rmse_noise", "rmse_heldout",
+                "train_time_s", "converged"):
         assert col in h and h[col].notna().all()
     multi = rows[rows["kind"] == "multicompartment"].set_index("simulator")
     if pd.notna(multi.loc["neuron"].get("neuron_mean_abs_diff_mv")):
@@ -137,3 +152,13 @@ def test_tiny_sweep_writes_parquet_and_fig4(tmp_path: Path) -> None:
     # Resumable: a second run finds every job done.
     assert main([*common, "run", "reduction", "--config", str(config), "--tracking-uri", "none"]) == 0
     assert len(ResultStore(results).read("reduction")) == len(rows)
+
+
+def test_amplitude_errors_split_trained_and_held_out_steps() -> None:
+    from analysis.reduction import amplitude_errors
+
+    row = pd.Series({"rmse_train": 1.5, "rmse_train_0.45": 0.9, "rmse_train_noise_1": 2.0, "rmse_amp_0.5": 3.0,
+                     "rmse_amp_0.425": 1.0, "rmse_amplitudes": 2.0, "rmse_long": 2.2, "v_train": [1.0, 2.0]})
+    trained, held = amplitude_errors(row, 0.65)
+    assert trained == ([0.45, 0.65], [0.9, 1.5])
+    assert held == ([0.425, 0.5], [1.0, 3.0])

@@ -45,6 +45,7 @@ CA1 = "ca1"  # shortcut for the paper's CA1 morphology in the shared data
 CA1_FILE = "data/morphologies/ca1_n120_single_point_soma.swc"
 RECORD_EVERY = 4  # stored traces every 4th step (0.1 ms at dt 0.025)
 NOISE_TAU_MS = 2.0
+GRID_NA = [round(0.4 + 0.05 * k, 3) for k in range(14)]  # the heldout preset's training steps, 0.4 to 1.05 nA
 
 
 def shared_root() -> Path:
@@ -65,7 +66,8 @@ class ReductionConfig:
     t_stop: float = 70.0
     dt: float = 0.025
     v_init: float = -70.0
-    train_amplitudes: tuple[float, ...] = ()  # more training traces beside ``amplitude`` (paper: none)
+    train_amplitudes: tuple[float, ...] = ()  # more training steps beside ``amplitude`` (paper: none)
+    train_noise_seeds: tuple[int, ...] = ()  # more training traces: ``amplitude`` plus OU noise of these seeds
     n_latents: tuple[int, ...] = (1, 2, 4, 8)
     widths: tuple[int, ...] = (32, 64)
     depth: int = 2
@@ -106,6 +108,11 @@ class ReductionConfig:
             raise ConfigError("need 0 <= stim_start < stim_stop <= ood_stop <= ood_t_stop", field="stim_stop")
         if self.nseg < 0:
             raise ConfigError("nseg must be >= 0 (0: d_lambda)", field="nseg")
+        trained = {round(a, 9) for a in (self.amplitude, *self.train_amplitudes)}
+        if any(round(a, 9) in trained for a in self.ood_amplitudes):
+            raise ConfigError("an amplitude is both trained on and held out", field="ood_amplitudes")
+        if self.noise_seed in self.train_noise_seeds:
+            raise ConfigError("the held-out noise seed is also a training seed", field="train_noise_seeds")
 
     def fit_config(self) -> ReductionFitConfig:
         return ReductionFitConfig(teacher_steps=self.teacher_steps, closed_steps=self.closed_steps,
@@ -149,10 +156,10 @@ def step(amplitude: float, start: float, stop: float, t_stop: float, dt: float) 
     return amplitude * ((mid >= start) & (mid < stop)).double()
 
 
-def noisy_step(config: ReductionConfig) -> torch.Tensor:
+def noisy_step(config: ReductionConfig, seed: int) -> torch.Tensor:
     """The training step plus Ornstein-Uhlenbeck noise (sd ``noise_sigma`` nA, tau 2 ms) while it is on."""
     base = step(config.amplitude, config.stim_start, config.stim_stop, config.t_stop, config.dt)
-    gen = torch.Generator().manual_seed(config.noise_seed)
+    gen = torch.Generator().manual_seed(seed)
     a = math.exp(-config.dt / NOISE_TAU_MS)
     xi = torch.randn(base.shape[0], generator=gen, dtype=torch.float64)
     ou = torch.empty_like(xi)
@@ -168,14 +175,33 @@ def protocols(config: ReductionConfig) -> dict[str, tuple[torch.Tensor, float]]:
            "long": (step(c.amplitude, c.stim_start, c.ood_stop, c.ood_t_stop, c.dt), c.ood_t_stop)}
     for a in c.ood_amplitudes:
         out[f"amp_{a:g}"] = (step(a, c.stim_start, c.stim_stop, c.t_stop, c.dt), c.t_stop)
-    out["noise"] = (noisy_step(c), c.t_stop)
+    out["noise"] = (noisy_step(c, c.noise_seed), c.t_stop)
     for a in c.train_amplitudes:
         out[f"train_{a:g}"] = (step(a, c.stim_start, c.stim_stop, c.t_stop, c.dt), c.t_stop)
+    for seed in c.train_noise_seeds:
+        out[f"train_noise_{seed}"] = (noisy_step(c, seed), c.t_stop)
     return out
+
+
+def training_names(config: ReductionConfig) -> list[str]:
+    """The protocols the hybrids train on: the paper's step, then any extra steps and noisy steps."""
+    return ["train", *(f"train_{a:g}" for a in config.train_amplitudes),
+            *(f"train_noise_{seed}" for seed in config.train_noise_seeds)]
 
 
 def heldout_names(config: ReductionConfig) -> list[str]:
     return ["long", *(f"amp_{a:g}" for a in config.ood_amplitudes), "noise"]
+
+
+def heldout_summary(row: dict[str, Any], config: ReductionConfig) -> dict[str, float]:
+    """The held-out amplitudes' mean and worst RMSE, and ``rmse_heldout``: the mean of the three kinds of
+    held-out test (the step held longer, the other amplitudes, the noisy input), each weighing the same."""
+    amps = [row[f"rmse_amp_{a:g}"] for a in config.ood_amplitudes]
+    out = {"rmse_amplitudes": float(np.mean(amps)) if amps else float("nan"),
+           "rmse_amplitudes_max": float(np.max(amps)) if amps else float("nan")}
+    kinds = [row["rmse_long"], row["rmse_noise"], *([out["rmse_amplitudes"]] if amps else [])]
+    out["rmse_heldout"] = float(np.mean(kinds))
+    return out
 
 
 def setup(config: ReductionConfig, swc: str) -> Setup:
@@ -228,6 +254,12 @@ class Reduction:
                       "closed_steps": [30, 30, 60], "cost_ms": 200.0, "cost_repeats": 2, "cost_batch": 16,
                       "baseline_grid": 21},
             "paper": {"morphology": CA1, "n_latents": [1, 2, 4, 8], "widths": [32, 64], "seeds": [0, 1, 2, 3, 4]},
+            # Generalisation: train on steps every 0.05 nA from 0.4 to 1.05 and four noisy steps; hold out
+            # every midpoint of that grid, the step held to 90 ms and unseen noise.
+            "heldout": {"morphology": CA1, "train_amplitudes": [a for a in GRID_NA if a != 0.65],
+                        "ood_amplitudes": [round(a + 0.025, 3) for a in GRID_NA[:-1]],
+                        "train_noise_seeds": [1, 2, 5, 6], "n_latents": [8], "widths": [32], "seeds": [0, 1, 2],
+                        "teacher_steps": 3000, "closed_steps": [1000, 1000, 4000]},
         }
 
     def plan(self, config: ReductionConfig) -> list[Job]:
@@ -258,6 +290,7 @@ class Reduction:
         for key in ("morphology", "nseg", "amplitude", "stim_stop", "t_stop", "dt"):
             rows[key] = getattr(config, key) if key != "morphology" else (config.morphology or "generated")
         rows["train_amplitudes"] = ",".join(f"{a:g}" for a in (config.amplitude, *config.train_amplitudes))
+        rows["train_noise_traces"] = len(config.train_noise_seeds)
         return JobResult(rows, metrics=_metrics(rows))
 
 
@@ -374,7 +407,7 @@ def run_baselines(s: Setup, config: ReductionConfig) -> pd.DataFrame:
             row[f"rmse_{name}"] = rmse(v, truth[name])
             if name in ("train", "long"):
                 row[f"v_{name}"] = _thin(v)
-        row["rmse_heldout"] = float(np.mean([row[f"rmse_{n}"] for n in heldout_names(config)]))
+        row.update(heldout_summary(row, config))
         row["converged"] = bool(row["rmse_train"] < config.converged_mv)
         row["status"] = "ok" if math.isfinite(row["rmse_train"]) else "diverged"
         rows.append(row)
@@ -383,7 +416,7 @@ def run_baselines(s: Setup, config: ReductionConfig) -> pd.DataFrame:
 
 # -- hybrids ------------------------------------------------------------------------------------------------------
 def run_hybrids(s: Setup, config: ReductionConfig, width: int) -> pd.DataFrame:
-    train_names = ["train", *(f"train_{a:g}" for a in config.train_amplitudes)]
+    train_names = training_names(config)
     names = [*train_names, *heldout_names(config)]
     truth = ground_truth(s, config, names)
     models = [(nz, seed) for nz in config.n_latents for seed in config.seeds]
@@ -409,7 +442,7 @@ def run_hybrids(s: Setup, config: ReductionConfig, width: int) -> pd.DataFrame:
                                "ensemble_size": len(models)}
         for n in names:
             row[f"rmse_{n}"] = rmse(runs[n].v[i, 0], truth[n])
-        row["rmse_heldout"] = float(np.mean([row[f"rmse_{n}"] for n in heldout_names(config)]))
+        row.update(heldout_summary(row, config))
         row["converged"] = bool(row["rmse_train"] < config.converged_mv)
         row["status"] = "ok" if math.isfinite(row["rmse_train"]) else "diverged"
         row["error"] = "" if row["status"] == "ok" else "non-finite voltage on the training trace"
