@@ -29,7 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run an experiment's sweep (resumes: done jobs are skipped)")
     run.add_argument("experiment", help="zoo-fit, recovery, reduction")
     run.add_argument("--config", help="YAML file of config keys")
-    run.add_argument("--preset", help="a named starting config of the experiment (quick, paper)")
+    run.add_argument("--preset", help="a named starting config of the experiment (quick, paper; reduction: heldout)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one config key (repeatable)")
     add_backend_arguments(run)
