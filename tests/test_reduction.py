@@ -12,7 +12,13 @@ from runners.store import ResultStore
 from suite.cli import main
 from suite.config import ConfigError
 from suite.experiments import get_experiment
-from suite.experiments.reduction import ReductionConfig, heldout_names, protocols, training_names
+from suite.experiments.reduction import (
+    ReductionConfig,
+    heldout_names,
+    heldout_summary,
+    protocols,
+    training_names,
+)
 from suite.sim import native
 from suite.sim.reduced import AxialODE, ReducedSoma, run_fused
 
@@ -116,6 +122,12 @@ def test_held_out_stimuli_are_never_trained_on() -> None:
     assert not set(names) & set(heldout_names(config)) and set(names) <= set(stimuli)
     noisy = [stimuli[n][0] for n in ("noise", "train_noise_1", "train_noise_2")]
     assert not torch.equal(noisy[0], noisy[1]) and not torch.equal(noisy[1], noisy[2])
+
+
+def test_each_kind_of_held_out_test_weighs_the_same() -> None:
+    config = ReductionConfig(ood_amplitudes=(0.5, 0.6, 0.8))
+    row = {"rmse_long": 3.0, "rmse_noise": 6.0, "rmse_amp_0.5": 1.0, "rmse_amp_0.6": 2.0, "rmse_amp_0.8": 6.0}
+    assert heldout_summary(row, config) == {"rmse_amplitudes": 3.0, "rmse_amplitudes_max": 6.0, "rmse_heldout": 4.0}
 
 
 def test_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
