@@ -12,8 +12,10 @@ text travels in the payload):
   cell in ours and in NEURON, each hybrid architecture, the plain soma), one trace and batched. A
   model's cost depends on its architecture, not its weights, so untrained ones stand in.
 
-Every model is scored on the training trace and out of distribution: the step held to ``ood_stop``
-over ``ood_t_stop`` ms, other amplitudes, and the step plus Ornstein-Uhlenbeck noise.
+The hybrids train on the paper's one step, or also on more steps (``train_amplitudes``) and noisy
+steps (``train_noise_seeds``). Every model is scored on its training traces and on held-out ones,
+which the config keeps disjoint from them: the step held to ``ood_stop`` over ``ood_t_stop`` ms,
+other amplitudes, and the step plus Ornstein-Uhlenbeck noise of another seed.
 """
 
 from __future__ import annotations
