@@ -616,8 +616,13 @@ int hybrid_lanes(int n_models, int P, const double *params, double *losses, cons
 #pragma omp parallel for num_threads(n_threads) if (n_models * n_groups > 1 && n_threads > 1) \
     schedule(dynamic, 1) reduction(+:n_bad)
     for (int task = 0; task < n_models * n_groups; ++task) {
-        int md = task / n_groups, r0 = NL * (task % n_groups), lane_trace[NL];
-        for (int l = 0; l < NL; ++l) lane_trace[l] = r0 + l < R ? r0 + l : R - 1;
+        int md = task / n_groups, r0 = NL * (task % n_groups), lane_trace[NL], owns[NL];
+        size_t row[NL];  /* the output row of the lane's trace; only the lane that owns it (not a copy) writes */
+        for (int l = 0; l < NL; ++l) {
+            owns[l] = r0 + l < R;
+            lane_trace[l] = owns[l] ? r0 + l : R - 1;
+            row[l] = (size_t)md * R + lane_trace[l];
+        }
         const double *p = params + (size_t)md * P;
         int Z = nz[md], I = 1 + Zmax;
         double s_scale = p[L.os];
@@ -628,8 +633,8 @@ int hybrid_lanes(int n_models, int P, const double *params, double *losses, cons
         for (int l = 0; l < NL; ++l) {
             V[l] = v0;
             table_at(tab, K, G, v_lo, inv_h, v0, x[l], a, NULL, NULL);
-            size_t t = (size_t)md * R + lane_trace[l];
-            if (l == 0 || lane_trace[l] != lane_trace[l - 1]) {
+            if (owns[l]) {
+                size_t t = row[l];
                 v_out[t * (T + 1)] = v0;
                 if (z_out) for (int j = 0; j < Zmax; ++j) z_out[t * (T + 1) * Zmax + j] = 0.0;
             }
@@ -678,7 +683,6 @@ int hybrid_lanes(int n_models, int P, const double *params, double *losses, cons
             int any_loss = (k + 1) % every == 0;
             for (int l = 0; l < NL; ++l) {
                 if (bad[l]) continue;
-                size_t t = (size_t)md * R + lane_trace[l];
                 double Gs, Es, iax = out[0][l] * axial_scale;
                 soma_currents(C, M, G, gate_index, gate_power, gbar, erev, Af, x[l], o, &Gs, &Es);
                 double vn = (cap * V[l] + Es + s_scale * stim[(size_t)lane_trace[l] * T + k] + iax) / (cap + Gs);
@@ -692,7 +696,8 @@ int hybrid_lanes(int n_models, int P, const double *params, double *losses, cons
                     double e = (vn - v_target[(size_t)lane_trace[l] * (T + 1) + k + 1]) * scale;
                     loss[l] += e * e;
                 }
-                if (l == 0 || lane_trace[l] != lane_trace[l - 1]) {
+                if (owns[l]) {
+                    size_t t = row[l];
                     v_out[t * (T + 1) + k + 1] = vn;
                     if (iax_out) iax_out[t * T + k] = iax;
                     if (z_out) for (int j = 0; j < Zmax; ++j) z_out[(t * (T + 1) + k + 1) * Zmax + j] = in[1 + j][l];
@@ -701,8 +706,8 @@ int hybrid_lanes(int n_models, int P, const double *params, double *losses, cons
             n_loss += any_loss;
         }
         for (int l = 0; l < NL; ++l) {
-            if (l > 0 && lane_trace[l] == lane_trace[l - 1]) continue;
-            size_t t = (size_t)md * R + lane_trace[l];
+            if (!owns[l]) continue;
+            size_t t = row[l];
             losses[t] = bad[l] ? NAN : loss[l] / (n_loss > 0 ? n_loss : 1);
             n_bad += bad[l];
             if (bad[l]) {
