@@ -59,13 +59,14 @@ def kd_text() -> str:
 def test_full_import_counts(full: tuple[IcgImport, float]) -> None:
     result, seconds = full
     assert result.errors == []
-    assert result.class_counts == {"Ca": 445, "K": 1096, "Na": 659}
+    assert result.class_counts == {"Ca": 445, "K": 1096, "KCa": 70, "Na": 659}
     counts = result.skip_counts
-    assert sum(n for reason, n in counts.items() if reason.startswith("error flag")) == 792
+    assert sum(n for reason, n in counts.items() if reason.startswith("error flag")) == 845
     assert {r: n for r, n in counts.items() if not r.startswith("error flag")} == {
-        "no omnimodel.md": 65, "x_inf outside [0, 1]": 18, "non-finite table value": 1}
-    assert counts["error flag 4"] == 116 and counts["error flags 4, 11"] == 79
-    assert len(result.channels) + len(result.skipped) == 3076
+        "no omnimodel.md": 323, "gate missing from tables": 139, "x_inf outside [0, 1]": 19,
+        "non-finite table value": 1}
+    assert counts["error flag 4"] == 126 and counts["error flags 4, 11"] == 90
+    assert len(result.channels) + len(result.skipped) == 3597
     assert seconds < 30
 
 
@@ -116,7 +117,7 @@ def test_calcium_tables_come_from_the_concentration_key(full: tuple[IcgImport, f
 def test_printed_zero_tau_is_floored(full: tuple[IcgImport, float]) -> None:
     """ICG rounds tau to 0.01 ms; instantaneous gates print 0 and become TAU_FLOOR_MS."""
     floored = [g for c in full[0].channels for g in c.gates if g.metadata["tau_floored_points"]]
-    assert len(floored) == 298
+    assert len(floored) == 299
     assert all(min(g.kinetics.tau) == TAU_FLOOR_MS for g in floored)
 
 
