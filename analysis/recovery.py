@@ -14,15 +14,41 @@ import seaborn as sns  # noqa: E402
 
 from analysis.markdown import markdown_table  # noqa: E402
 from analysis.output import save_figure  # noqa: E402
-from suite.experiments.recovery import PAPER_TABLE  # noqa: E402
 
-ROW = ["target", "method", "sigma_v", "sigma_theta"]
+ROW = ["target", "stimulus", "method", "sigma_v", "sigma_theta"]
+PAPER_DENSITY = 15e-6 / (2 * np.pi * 1e-4 * 10e-4)  # uA/cm2: the paper's 15 pA into its 1 um x 10 um cylinder
+# The paper's table (K gate n, 20 seeds a row; PAPER.md, experiment 2), set beside ours.
+PAPER_TABLE = pd.DataFrame({
+    "sigma_v": [0, 0.01, 0.05, 0.10, 0, 0, 0],
+    "sigma_theta": [0, 0, 0, 0, 0.01, 0.02, 0.05],
+    "paper_rmse_mean": [7.93, 12.00, 8.46, 17.74, 15.29, 14.74, 13.24],
+    "paper_rmse_sd": [17.05, 19.81, 16.39, 19.77, 22.62, 21.45, 17.33],
+    "paper_best": [0.63, 0.51, 0.38, 0.65, 0.57, 0.46, 1.03],
+    "paper_frac_converged": [0.85, 0.75, 0.80, 0.40, 0.70, 0.70, 0.50],
+})
 COLORS = {"init": "0.7", "true": "k", "learned": "crimson"}
 
 
+def with_stimulus(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a ``stimulus`` label (the training step as stated and as a density), so conditions never mix."""
+    rows = rows.copy()
+    if "amplitude_density" in rows:
+        rows["stimulus"] = [f"{a:g} {u} ({d:.2f} uA/cm2)" for a, u, d in
+                            zip(rows["amplitude"], rows["current_unit"], rows["amplitude_density"], strict=True)]
+    else:
+        rows["stimulus"] = "unrecorded (rows older than current_unit)"
+    return rows
+
+
+def on_paper_trace(table: pd.DataFrame) -> pd.Series:
+    """Which rows are the paper's condition: its K gate under its 15 pA step (23.87 uA/cm2)."""
+    density = table["stimulus"].str.extract(r"\(([-0-9.e]+) uA/cm2\)")[0].astype(float)
+    return (table["target"] == "hh_paper/hh_k/n") & ((density - PAPER_DENSITY).abs() < 0.01)
+
+
 def noise_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per target, method and (sigma_V, sigma_theta): the paper's columns, ours, and theirs beside them."""
-    rows = rows[rows["status"] != "failed"]
+    """Per target, stimulus, method and (sigma_V, sigma_theta): ours, and the paper's beside its own condition."""
+    rows = with_stimulus(rows[rows["status"] != "failed"])
     out = (rows.groupby(ROW)
            .agg(runs=("rmse", "size"), rmse_mean=("rmse", "mean"), rmse_sd=("rmse", "std"), best=("rmse", "min"),
                 frac_converged=("converged", "mean"), diverged=("status", lambda s: int((s == "diverged").sum())),
@@ -30,9 +56,9 @@ def noise_table(rows: pd.DataFrame) -> pd.DataFrame:
                 train_time_s=("train_time_s", "median"), batch_train_time_s=("batch_train_time_s", "max"))
            .reset_index())
     out = out.merge(PAPER_TABLE, on=["sigma_v", "sigma_theta"], how="left")
-    paper_target = out["target"] == "hh_paper/hh_k/n"
+    paper_condition = on_paper_trace(out)
     for col in ("paper_rmse_mean", "paper_rmse_sd", "paper_best", "paper_frac_converged"):
-        out.loc[~paper_target, col] = np.nan
+        out.loc[~paper_condition, col] = np.nan
     return out
 
 
@@ -42,7 +68,7 @@ def paper_format(table: pd.DataFrame) -> pd.DataFrame:
         return f"{m:.2f} +- {s:.2f}" if np.isfinite(m) else ""
 
     return pd.DataFrame({
-        "target": table["target"], "method": table["method"],
+        "target": table["target"], "stimulus": table["stimulus"], "method": table["method"],
         "sigma_V": table["sigma_v"], "sigma_theta": table["sigma_theta"], "runs": table["runs"],
         "RMSE mV (mean +- sd)": [pm(m, s) for m, s in zip(table["rmse_mean"], table["rmse_sd"].fillna(0), strict=True)],
         "best": table["best"].round(2), "frac converged": table["frac_converged"].round(2),
@@ -53,7 +79,7 @@ def paper_format(table: pd.DataFrame) -> pd.DataFrame:
 
 def ood_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Out of distribution, per row: RMSE (median) and coincidence factor (mean) for each protocol."""
-    rows = rows[rows["status"] == "ok"]
+    rows = with_stimulus(rows[rows["status"] == "ok"])
     cols = {c: c for c in ("rmse_extrap", "coinc_extrap", "rmse_amp_mean", "coinc_amp_mean", "rmse_ou", "coinc_ou")
             if c in rows}
     if not cols:
@@ -67,29 +93,30 @@ def amplitude_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Coincidence factor and RMSE per step amplitude (converged runs of the noise-free row)."""
     if "amp_values" not in rows:
         return pd.DataFrame()
-    ok = rows[(rows["status"] == "ok") & (rows["sigma_v"] == 0) & (rows["sigma_theta"] == 0)]
+    ok = with_stimulus(rows[(rows["status"] == "ok") & (rows["sigma_v"] == 0) & (rows["sigma_theta"] == 0)])
     records = []
     for _, r in ok.iterrows():
         for a, e, c in zip(r["amp_values"], r["amp_rmse"], r["amp_coinc"], strict=True):
-            records.append({"target": r["target"], "method": r["method"], "amplitude": a, "rmse": e, "coinc": c})
+            records.append({"target": r["target"], "stimulus": r["stimulus"], "method": r["method"], "amplitude": a,
+                            "rmse": e, "coinc": c})
     if not records:
         return pd.DataFrame()
-    return (pd.DataFrame(records).groupby(["target", "method", "amplitude"])
+    return (pd.DataFrame(records).groupby(["target", "stimulus", "method", "amplitude"])
             .agg(rmse_median=("rmse", "median"), coinc_mean=("coinc", "mean")).reset_index())
 
 
-def _example(rows: pd.DataFrame, target: str) -> pd.Series | None:
-    sel = rows[(rows["target"] == target) & (rows["sigma_v"] == 0) & (rows["sigma_theta"] == 0)
-               & rows["t"].map(len).gt(0)]
+def _example(rows: pd.DataFrame, target: str, stimulus: str) -> pd.Series | None:
+    sel = rows[(rows["target"] == target) & (rows["stimulus"] == stimulus) & (rows["sigma_v"] == 0)
+               & (rows["sigma_theta"] == 0) & rows["t"].map(len).gt(0)]
     if sel.empty:
         return None
     ours = sel[sel["method"] == "ours"]
     return (ours if len(ours) else sel).sort_values("seed").iloc[0]
 
 
-def figure(rows: pd.DataFrame, target: str, out: str | Path) -> Path | None:
-    """Fig. 3 for one target: traces, phase plane, learned vs true curves, extrapolation, amplitude sweep."""
-    ex = _example(rows, target)
+def figure(rows: pd.DataFrame, target: str, stimulus: str, out: str | Path) -> Path | None:
+    """Fig. 3 for one target and stimulus: traces, phase plane, learned vs true curves, extrapolation, amplitudes."""
+    ex = _example(rows, target, stimulus)
     if ex is None:
         return None
     sns.set_theme(style="ticks", context="paper")
@@ -108,7 +135,7 @@ def figure(rows: pd.DataFrame, target: str, out: str | Path) -> Path | None:
     ax.plot(t, ex["v_learned"], "--", color=COLORS["learned"], label="learned")
     ax.set_ylabel("V (mV)")
     ax.legend(frameon=False, ncol=3, fontsize=7, loc="upper right")
-    ax.set_title(f"{target} (seed {ex['seed']}, RMSE {ex['rmse']:.2f} mV)", fontsize=8)
+    ax.set_title(f"{target}, step {stimulus} (seed {ex['seed']}, RMSE {ex['rmse']:.2f} mV)", fontsize=8)
     ax.tick_params(labelbottom=False)
     for i, name in enumerate(names):
         a = fig.add_subplot(panel[1 + i], sharex=ax)
@@ -151,7 +178,7 @@ def figure(rows: pd.DataFrame, target: str, out: str | Path) -> Path | None:
             a = fig.add_subplot(e[j])
             a.plot(t, vt[j], color=COLORS["true"], lw=0.8)
             a.plot(t, vl[j], "--", color=COLORS["learned"], lw=0.8)
-            a.set_title(f"{amp:g} uA/cm2", fontsize=6, pad=1)
+            a.set_title(f"{amp:g} {ex.get('current_unit', 'uA/cm2')}", fontsize=6, pad=1)
             a.axis("off")
     sns.despine(fig)
     return save_figure(fig, out)
@@ -161,11 +188,16 @@ def render(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Fig. 3 per target and the noise / misspecification, out-of-distribution and timing tables."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    rows = with_stimulus(rows)
     for target in sorted(rows["target"].dropna().unique()):
-        slug = target.replace("/", "_")
-        path = figure(rows, target, out_dir / f"fig3_recovery_{slug}.png")
-        if path is not None:
-            written.append(path)
+        stimuli = sorted(rows.loc[rows["target"] == target, "stimulus"].unique())
+        for stimulus in stimuli:
+            slug = target.replace("/", "_")
+            if len(stimuli) > 1:  # several conditions of one target: one figure each, named by its density
+                slug += "_" + stimulus.split("(")[-1].split()[0] + "uAcm2"
+            path = figure(rows, target, stimulus, out_dir / f"fig3_recovery_{slug}.png")
+            if path is not None:
+                written.append(path)
     table = noise_table(rows)
     tables = {"recovery_noise": table, "recovery_ood": ood_table(rows), "recovery_amplitudes": amplitude_table(rows)}
     md = ["## recovery_noise (the paper's table; ours beside theirs)\n", markdown_table(paper_format(table)), ""]

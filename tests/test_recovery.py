@@ -12,8 +12,10 @@ from runners.store import ResultStore
 from runners.sweep import run_sweep
 from suite.config import ConfigError, load_config
 from suite.experiments import get_experiment
-from suite.experiments.recovery import RecoveryConfig
+from suite.experiments.recovery import RecoveryConfig, training_trace
 from suite.sim import kernel
+from suite.sim.spikes import spike_times
+from suite.sim.stimulus import current_density, cylinder_area_cm2
 from suite.train.trajectory import scan_gates, smooth_trace
 
 TINY = ["seeds=2", "restarts=1", "sigma_v=[0.0, 0.05]", "sigma_theta=[0.02]", "tf_steps=20",
@@ -72,3 +74,31 @@ def test_smoothing_leaves_a_clean_trace_alone_and_reduces_noise() -> None:
     assert torch.equal(smooth_trace(clean, 0.1), clean)
     noisy = clean + 3.0 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert (smooth_trace(noisy, 0.1) - clean).square().mean() < 0.3 * (noisy - clean).square().mean()
+
+
+def test_pa_into_the_papers_cylinder_is_23_87_ua_per_cm2() -> None:
+    area = cylinder_area_cm2(1.0, 10.0)
+    assert area == pytest.approx(62.832e-8, rel=1e-4)  # 2 pi 1 um 10 um = 62.83 um2
+    assert current_density(15.0, "pA", area) == pytest.approx(23.873, abs=1e-3)
+    assert current_density(0.015, "nA", area) == pytest.approx(23.873, abs=1e-3)
+    assert current_density(15.0, "uA/cm2", area) == 15.0
+    with pytest.raises(ValueError, match="unknown current unit"):
+        current_density(15.0, "mA", area)
+    assert RecoveryConfig().density(15.0) == pytest.approx(23.873, abs=1e-3)
+    assert RecoveryConfig(current_unit="uA/cm2").density(15.0) == 15.0
+
+
+@pytest.mark.parametrize("bad", ["current_unit=mA", "radius_um=0", "length_um=-1", "amplitude=0", "radius_um=nan"])
+def test_a_bad_stimulus_is_a_config_error(bad: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(RecoveryConfig, None, [bad])
+    assert err.value.field == bad.split("=")[0]
+
+
+@pytest.mark.skipif(not kernel.available(), reason="no C compiler for the rollout kernel")
+def test_the_default_trace_is_the_papers_four_spikes() -> None:
+    """15 pA into the 1 um x 10 um cylinder: four spikes near 6.3, 18.7, 30.3 and 41.8 ms (the paper's Fig. 3a)."""
+    t, v = training_trace(RecoveryConfig(), "hh_paper/hh_k/n")
+    assert spike_times(t, v) == pytest.approx([6.3, 18.7, 30.3, 41.8], abs=1.0)
+    t, v = training_trace(RecoveryConfig(current_unit="uA/cm2"), "hh_paper/hh_k/n")
+    assert len(spike_times(t, v)) == 3  # 15 uA/cm2, the condition we used to train on

@@ -32,25 +32,18 @@ from suite.sim import kernel
 from suite.sim.kernel import GateLayout
 from suite.sim.membrane import Membrane
 from suite.sim.spikes import coincidence_factor, spike_times
-from suite.sim.stimulus import StepCurrent, ou_current
+from suite.sim.stimulus import CURRENT_UNITS, StepCurrent, current_density, cylinder_area_cm2, ou_current
 from suite.train.trajectory import Problem, TrajectoryFitConfig, fit_trajectories, grid, tabulated_network
 
 F64 = torch.float64
 CONVERGED_MV = 2.0  # the paper's threshold on RMSE against the clean trace
-# Step amplitude (uA/cm2) of each ground-truth model's training protocol; out-of-distribution
-# amplitudes and the OU current are given for 15 and scale with it.
-PROTOCOL_AMPLITUDE = {"hh_paper": 15.0, "hh": 15.0, "pospischil_rs": 5.0, "pospischil_fs": 5.0}
+# Models stimulated at their own density (uA/cm2) rather than the config's amplitude (the paper has no
+# protocol for them): every current of the run (training step, out-of-distribution steps, OU) scales by
+# this density over the config amplitude's.
+PROTOCOL_DENSITY = {"pospischil_rs": 5.0, "pospischil_fs": 5.0}
 # Training step (ms) per model where 0.05 is too coarse: Pospischil's spikes at 36 C are fast
 # (Crank-Nicolson at 0.05 ms is 4.4 mV RMSE from the converged trace; at 0.025, 1.0 mV).
 TRAINING_DT = {"pospischil_rs": 0.025, "pospischil_fs": 0.025}
-PAPER_TABLE = pd.DataFrame({
-    "sigma_v": [0, 0.01, 0.05, 0.10, 0, 0, 0],
-    "sigma_theta": [0, 0, 0, 0, 0.01, 0.02, 0.05],
-    "paper_rmse_mean": [7.93, 12.00, 8.46, 17.74, 15.29, 14.74, 13.24],
-    "paper_rmse_sd": [17.05, 19.81, 16.39, 19.77, 22.62, 21.45, 17.33],
-    "paper_best": [0.63, 0.51, 0.38, 0.65, 0.57, 0.46, 1.03],
-    "paper_frac_converged": [0.85, 0.75, 0.80, 0.40, 0.70, 0.70, 0.50],
-})
 
 Method = Literal["ours", "paper"]
 
@@ -86,7 +79,12 @@ class RecoveryConfig:
     t_off: float = 45.0
     t_stop: float = 50.0
     sample_dt: float = 0.1
-    amplitude: float | None = None  # uA/cm2; None: the model's protocol amplitude
+    # Currents (amplitude, ood_amplitudes, ou_mean, ou_sigma) are in current_unit: the paper injects pA
+    # into a cylinder of radius_um x length_um (its `HH` compartment), so 15 pA is 23.87 uA/cm2.
+    current_unit: str = "pA"  # pA | nA (into the cylinder below) | uA/cm2 (a density; geometry unused)
+    radius_um: float = 1.0
+    length_um: float = 10.0
+    amplitude: float = 15.0
     ood: bool = True
     ood_amplitudes: tuple[float, ...] = (9.0, 11.0, 13.0, 15.0, 17.0, 19.0, 21.0)
     ou_mean: float = 8.0
@@ -105,6 +103,16 @@ class RecoveryConfig:
         if len(self.stage_steps) < 3:
             raise ConfigError("stage_steps takes at least three numbers (10 %, 30 %, 100 % of the trace, ...)",
                               field="stage_steps")
+        if self.current_unit not in CURRENT_UNITS:
+            raise ConfigError(f"unknown current unit {self.current_unit!r}; known: {', '.join(CURRENT_UNITS)}",
+                              field="current_unit")
+        for name in ("radius_um", "length_um", "amplitude"):
+            if not getattr(self, name) > 0:  # also refuses NaN
+                raise ConfigError(f"must be positive, got {getattr(self, name)}", field=name)
+
+    def density(self, current: float) -> float:
+        """A current of this config (``current_unit``) as uA/cm2 on its compartment."""
+        return current_density(current, self.current_unit, cylinder_area_cm2(self.radius_um, self.length_um))
 
     def rows(self) -> list[tuple[float, float]]:
         """The paper's table rows: every sigma_v with exact parameters, every sigma_theta without noise."""
@@ -167,6 +175,38 @@ class _Cell:
     def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c = len(self.model.channels)
         return theta[:, :c], theta[:, c:2 * c], theta[:, 2 * c]
+
+
+def protocol_density(config: RecoveryConfig, model_name: str) -> tuple[float, float]:
+    """The training step of ``model_name`` in uA/cm2, and the factor that every other current of its runs takes."""
+    stated = config.density(config.amplitude)
+    density = PROTOCOL_DENSITY.get(model_name, stated)
+    return density, density / stated
+
+
+TRUTH_DV, TRUTH_DT = 0.01, 0.0025  # mV table spacing and ms step of the ground truth
+
+
+def ground_truth(cell: _Cell, record_dt: float):  # noqa: ANN201 - a closure
+    """The ground-truth simulator of ``cell``: ``(profile [B or 1, T] at TRUTH_DT, keep_gates) -> V [B, K]``."""
+    v_fine = grid(TrajectoryFitConfig(dv=TRUTH_DV))
+    inf_true, tau_true = (t.unsqueeze(0) for t in cell.true_rates(v_fine))
+    theta_true = cell.theta().unsqueeze(0)
+
+    def truth(profile: torch.Tensor, keep_gates: bool = False):  # noqa: ANN202
+        return simulate_tables(cell, inf_true, tau_true, TRUTH_DV, profile, TRUTH_DT, theta_true, record_dt,
+                               keep_gates)
+
+    return truth
+
+
+def training_trace(config: RecoveryConfig, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """The clean trace a target's gate is learned from: times and voltages every ``sample_dt`` ms."""
+    model_name, channel, gate = parse_target(target)
+    density, _ = protocol_density(config, model_name)
+    truth = ground_truth(_Cell(get_model(model_name), channel, gate), config.sample_dt)
+    v = truth(step_profile(torch.tensor([density], dtype=F64), config.t_on, config.t_off, config.t_stop, TRUTH_DT))
+    return np.arange(v.shape[1]) * config.sample_dt, v[0].numpy()
 
 
 def simulate_tables(cell: _Cell, inf: torch.Tensor, tau: torch.Tensor, dv: float, profile: torch.Tensor,
@@ -234,17 +274,10 @@ def run_target(config: RecoveryConfig, target: str, method: str) -> pd.DataFrame
     model = get_model(model_name)
     cell = _Cell(model, channel, gate)
     fit_cfg, restarts = method_settings(config, method, model_name)
-    amplitude = config.amplitude if config.amplitude is not None else PROTOCOL_AMPLITUDE.get(model_name, 15.0)
-
-    # Ground truth on fine tables.
-    dv_true, dt_true = 0.01, 0.0025
-    v_fine = grid(TrajectoryFitConfig(dv=dv_true))
-    inf_true, tau_true = (t.unsqueeze(0) for t in cell.true_rates(v_fine))
+    amplitude, current_scale = protocol_density(config, model_name)
+    dt_true = TRUTH_DT
+    truth = ground_truth(cell, config.sample_dt)
     theta_true = cell.theta().unsqueeze(0)
-
-    def truth(profile: torch.Tensor, keep_gates: bool = False):
-        return simulate_tables(cell, inf_true, tau_true, dv_true, profile, dt_true, theta_true, config.sample_dt,
-                               keep_gates)
 
     amp1 = torch.tensor([amplitude], dtype=F64)
     v_clean, x_clean = truth(step_profile(amp1, config.t_on, config.t_off, config.t_stop, dt_true), True)
@@ -321,6 +354,8 @@ def run_target(config: RecoveryConfig, target: str, method: str) -> pd.DataFrame
 
     out = pd.DataFrame({
         "target": target, "model": model_name, "channel": channel, "gate": gate, "method": method,
+        "amplitude": config.amplitude * current_scale, "current_unit": config.current_unit,
+        "amplitude_density": amplitude,
         "sigma_v": [r[0] for r in runs], "sigma_theta": [r[1] for r in runs], "seed": [r[2] for r in runs],
         "restarts": restarts, "restart_chosen": (best % restarts).numpy(), "train_loss": per_run.min(1).values.numpy(),
         "rmse": rmse.numpy(), "converged": (rmse < CONVERGED_MV).numpy(),
@@ -358,7 +393,7 @@ def run_target(config: RecoveryConfig, target: str, method: str) -> pd.DataFrame
                             for i, e in enumerate(example)]
 
     if config.ood:
-        out = _out_of_distribution(config, out, cell, truth, run_learned, best, theta, amplitude, example,
+        out = _out_of_distribution(config, out, truth, run_learned, best, theta, amplitude, current_scale, example,
                                    dt_eval)
     return out
 
@@ -368,21 +403,25 @@ def _score(t: np.ndarray, v_ref: np.ndarray, v: np.ndarray, duration: float) -> 
     return rmse, coincidence_factor(spike_times(t, v_ref), spike_times(t, v), duration)
 
 
-def _out_of_distribution(config: RecoveryConfig, out: pd.DataFrame, cell: _Cell, truth, run_learned,  # noqa: ANN001
-                         best: torch.Tensor, theta: torch.Tensor, amplitude: float,
+def _out_of_distribution(config: RecoveryConfig, out: pd.DataFrame, truth, run_learned,  # noqa: ANN001
+                         best: torch.Tensor, theta: torch.Tensor, amplitude: float, scale: float,
                          example: np.ndarray, dt_eval: float) -> pd.DataFrame:
-    """Extrapolation in time (step to 95 ms over 100 ms), amplitudes, and an OU current: RMSE and coincidence."""
+    """Extrapolation in time (step to 95 ms over 100 ms), amplitudes, and an OU current: RMSE and coincidence.
+
+    ``amplitude`` is the training step in uA/cm2; every other current is the config's (in its
+    ``current_unit``) times ``scale`` (see ``protocol_density``), converted to uA/cm2.
+    """
     n = len(best)
-    scale = amplitude / 15.0
     amp1 = torch.tensor([amplitude], dtype=F64)
     t_long = 100.0
     t_axis = np.arange(round(t_long / config.sample_dt) + 1) * config.sample_dt
-    cases = {"extrap": (step_profile(amp1, config.t_on, 95.0, t_long, 0.0025),
+    cases = {"extrap": (step_profile(amp1, config.t_on, 95.0, t_long, TRUTH_DT),
                         step_profile(amp1, config.t_on, 95.0, t_long, dt_eval)),
-             "ou": tuple(ou_current(1, t_long, config.ou_mean * scale, config.ou_sigma * scale, config.ou_tau,
-                                    0.0025, seed=0, start=config.t_on, dtype=F64).sample(dt, round(t_long / dt)
-                                                                                        ).T.contiguous()
-                         for dt in (0.0025, dt_eval))}
+             "ou": tuple(ou_current(1, t_long, config.density(config.ou_mean) * scale,
+                                    config.density(config.ou_sigma) * scale, config.ou_tau,
+                                    TRUTH_DT, seed=0, start=config.t_on, dtype=F64).sample(dt, round(t_long / dt)
+                                                                                          ).T.contiguous()
+                         for dt in (TRUTH_DT, dt_eval))}
     for name, (p_true, p_model) in cases.items():
         v_ref = truth(p_true)[0].numpy()
         v_mod = run_learned(best, p_model, theta).numpy()
@@ -391,9 +430,10 @@ def _out_of_distribution(config: RecoveryConfig, out: pd.DataFrame, cell: _Cell,
         out[f"coinc_{name}"] = [s[1] for s in scores]
         out[f"v_{name}_true"] = [v_ref if e else np.array([]) for e in example]
         out[f"v_{name}_learned"] = [v_mod[i] if e else np.array([]) for i, e in enumerate(example)]
-    amps = torch.tensor(config.ood_amplitudes, dtype=F64) * scale
+    amps_stated = np.asarray(config.ood_amplitudes, dtype=float) * scale  # in config.current_unit
+    amps = torch.tensor([config.density(a) for a in amps_stated], dtype=F64)
     t_short = np.arange(round(config.t_stop / config.sample_dt) + 1) * config.sample_dt
-    ref = truth(step_profile(amps, config.t_on, config.t_off, config.t_stop, 0.0025)
+    ref = truth(step_profile(amps, config.t_on, config.t_off, config.t_stop, TRUTH_DT)
                 ) if len(amps) else torch.empty(0)
     # Every (run, amplitude) pair in one batch of the kernel.
     members = best.repeat_interleave(len(amps))
@@ -403,7 +443,8 @@ def _out_of_distribution(config: RecoveryConfig, out: pd.DataFrame, cell: _Cell,
     ref_np = ref.numpy() if len(amps) else np.zeros((0, len(t_short)))
     rm = np.array([[_score(t_short, ref_np[j], v_mod[i, j], config.t_stop) for j in range(len(amps))]
                    for i in range(n)]).reshape(n, len(amps), 2)
-    out["amp_values"] = [amps.numpy()] * n
+    out["amp_values"] = [amps_stated] * n
+    out["amp_densities"] = [amps.numpy()] * n
     out["amp_rmse"] = list(rm[:, :, 0])
     out["amp_coinc"] = list(rm[:, :, 1])
     out["rmse_amp_mean"] = rm[:, :, 0].mean(1)

@@ -1,6 +1,7 @@
 """Injected currents, batched over cells: step currents and Ornstein-Uhlenbeck noise.
 
-A stimulus is a current density in uA/cm2 (the paper's "15" is one) for each of N cells. Fixed-step
+A stimulus is a current density in uA/cm2 for each of N cells (a protocol stated in pA or nA into a
+compartment of known area converts through ``current_density``). Fixed-step
 simulators ask for ``sample(dt, steps)`` ``[T, N]``, the value at each step's midpoint t_n + dt/2 (as
 NEURON evaluates an IClamp); adaptive solvers ask for ``at(t)`` ``[N]``. ``breakpoints`` lists the
 times where the current jumps, so an adaptive solver can stop there instead of stepping over them.
@@ -14,10 +15,33 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+CURRENT_UNITS = ("uA/cm2", "pA", "nA")  # a density, or a current into a compartment of known area
+_UA_PER_UNIT = {"pA": 1e-6, "nA": 1e-3}
+
 
 def nA_to_density(current_nA: float | Tensor, area_cm2: float) -> float | Tensor:  # noqa: N802 - unit name
     """nA over a membrane of ``area_cm2`` as uA/cm2: 1 nA = 1e-3 uA."""
     return current_nA * 1e-3 / area_cm2
+
+
+def cylinder_area_cm2(radius_um: float, length_um: float) -> float:
+    """The lateral membrane of a cylinder (no end caps, as NEURON and Jaxley count it): 2 pi r L, um2 -> cm2."""
+    return 2.0 * math.pi * radius_um * length_um * 1e-8
+
+
+def current_density(value: float | Tensor, unit: str, area_cm2: float) -> float | Tensor:
+    """A current stated in ``unit`` (see ``CURRENT_UNITS``) as a density in uA/cm2 over ``area_cm2``.
+
+    The one place where a protocol's "15 pA" meets the simulators' uA/cm2: 15 pA into the paper's
+    1 um x 10 um cylinder (62.83 um2) is 23.87 uA/cm2, not 15.
+    """
+    if unit == "uA/cm2":
+        return value
+    if unit not in _UA_PER_UNIT:
+        raise ValueError(f"unknown current unit {unit!r}; known: {', '.join(CURRENT_UNITS)}")
+    if not area_cm2 > 0:
+        raise ValueError(f"a current in {unit} needs a positive membrane area, got {area_cm2} cm2")
+    return value * _UA_PER_UNIT[unit] / area_cm2
 
 
 def density_to_nA(density: float | Tensor, area_cm2: float) -> float | Tensor:  # noqa: N802 - unit name
