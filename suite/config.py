@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,37 @@ T = TypeVar("T")
 
 class ConfigError(InputError):
     """A configuration that cannot be used: names the file (or --set) and the field."""
+
+
+# Rules for numeric fields, by name: what a value must satisfy, and how the error says it.
+RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "positive": (lambda x: math.isfinite(x) and x > 0, "a finite number > 0"),
+    "non-negative": (lambda x: math.isfinite(x) and x >= 0, "a finite number >= 0"),
+    "at least 1": (lambda x: x >= 1, "at least 1"),
+    "finite": (math.isfinite, "a finite number"),
+}
+
+
+def require(config: Any, rule: str, *fields: str) -> None:
+    """Each named field (every item of a list field; None is allowed) obeys ``RULES[rule]``, else a ConfigError.
+
+    Called from configs' ``__post_init__``, so a bad value stops the command when the config is loaded,
+    before any job runs or anything is written.
+    """
+    test, expected = RULES[rule]
+    for name in fields:
+        value = getattr(config, name)
+        for item in value if isinstance(value, tuple | list) else (value,):
+            if item is not None and not test(item):
+                raise ConfigError(f"must be {expected}, got {value!r}", field=name)
+
+
+def require_choice(config: Any, field: str, choices: Collection[str]) -> None:
+    """The field's value (every item of a list field) is one of ``choices``, else a ConfigError naming them."""
+    value = getattr(config, field)
+    for item in value if isinstance(value, tuple | list) else (value,):
+        if item not in choices:
+            raise ConfigError(f"unknown value {item!r}; known: {', '.join(sorted(choices))}", field=field)
 
 
 def _coerce(value: Any, hint: Any, field: str, origin: str) -> Any:

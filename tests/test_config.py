@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from suite.cli import main
 from suite.config import ConfigError, load_config
 
 
@@ -63,3 +64,23 @@ def test_overrides_that_only_make_sense_together_are_checked_together() -> None:
     with pytest.raises(ConfigError) as e:
         load_config(Paired, None, ["source=file"])
     assert e.value.field == "path"
+
+
+@pytest.mark.parametrize(("experiment", "override", "field"), [
+    ("zoo-fit", "width=0", "width"), ("zoo-fit", "depth=-1", "depth"), ("zoo-fit", "lr=nan", "lr"),
+    ("zoo-fit", "lr=-1", "lr"), ("zoo-fit", "activation=foo", "activation"), ("zoo-fit", "loss=foo", "loss"),
+    ("zoo-fit", "max_gates=-5", "max_gates"),
+    ("recovery", "width=0", "width"), ("recovery", "dt=0", "dt"), ("recovery", "stage_steps=[-5, -5, -5]",
+                                                                         "stage_steps"),
+    ("recovery", "tf_steps=-1", "tf_steps"), ("recovery", "lr=inf", "lr"), ("recovery", "t_off=60", "t_off"),
+    ("reduction", "dt=0", "dt"), ("reduction", "ra=-100", "ra"), ("reduction", "closed_lr=nan", "closed_lr"),
+    ("reduction", "curriculum=[0.5, 2.0, 1.0]", "curriculum"),
+])
+def test_a_bad_value_stops_the_run_before_any_job(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   experiment: str, override: str, field: str) -> None:
+    """Exit 2 naming the field, and nothing written: no table, no sweep record, no tracking database."""
+    code = main(["--results", str(tmp_path / "results"), "run", experiment, "--preset", "quick", "--set", override,
+                 "--tracking-uri", "none"])
+    assert code == 2
+    assert field in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()

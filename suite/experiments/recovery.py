@@ -25,9 +25,10 @@ import pandas as pd
 import torch
 
 from channelzoo.models import CellModel, get_model
-from suite.config import ConfigError
+from suite.config import ConfigError, require, require_choice
 from suite.experiments.base import Job, JobResult
 from suite.gates import NeuralGateEnsemble
+from suite.gates.neural import ACTIVATIONS
 from suite.sim import kernel
 from suite.sim.kernel import GateLayout
 from suite.sim.membrane import Membrane
@@ -93,22 +94,25 @@ class RecoveryConfig:
     threads: int = 1  # torch intra-op threads while training (small ops: one thread is fastest)
 
     def __post_init__(self) -> None:
-        for m in self.methods:
-            if m not in ("ours", "paper"):
-                raise ConfigError(f"unknown method {m!r}; known: ours, paper", field="methods")
         for t in self.targets:
             parse_target(t)
-        if self.seeds < 1 or self.restarts < 1:
-            raise ConfigError("seeds and restarts must be at least 1", field="seeds")
+        require(self, "at least 1", "seeds", "restarts", "width", "depth", "threads")
+        require(self, "non-negative", "tf_steps", "stage_steps", "forced_steps", "deriv_weight", "force_kappa",
+                "sigma_v", "sigma_theta", "ou_sigma", "ood_amplitudes")
+        require(self, "positive", "lr", "tf_lr", "clip", "dt", "dv", "dv_net", "sample_dt", "t_stop", "ou_tau",
+                "radius_um", "length_um", "amplitude")
+        require(self, "finite", "ou_mean")
+        require_choice(self, "activation", ACTIVATIONS)
+        require_choice(self, "methods", ("ours", "paper"))
+        require_choice(self, "current_unit", CURRENT_UNITS)
+        if not 0 <= self.t_on < self.t_off <= self.t_stop:
+            raise ConfigError(f"need 0 <= t_on < t_off <= t_stop, got {self.t_on}, {self.t_off}, {self.t_stop}",
+                              field="t_off")
+        if self.sample_dt > self.t_stop:
+            raise ConfigError("the trace needs at least two samples", field="sample_dt")
         if len(self.stage_steps) < 3:
             raise ConfigError("stage_steps takes at least three numbers (10 %, 30 %, 100 % of the trace, ...)",
                               field="stage_steps")
-        if self.current_unit not in CURRENT_UNITS:
-            raise ConfigError(f"unknown current unit {self.current_unit!r}; known: {', '.join(CURRENT_UNITS)}",
-                              field="current_unit")
-        for name in ("radius_um", "length_um", "amplitude"):
-            if not getattr(self, name) > 0:  # also refuses NaN
-                raise ConfigError(f"must be positive, got {getattr(self, name)}", field=name)
 
     def density(self, current: float) -> float:
         """A current of this config (``current_unit``) as uA/cm2 on its compartment."""

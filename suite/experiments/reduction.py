@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from channelzoo.models import pospischil_jaxley
-from suite.config import ConfigError
+from suite.config import ConfigError, require
 from suite.experiments.base import Job, JobResult
 from suite.sim.cable import Cable, axial_current
 from suite.sim.compartments import Compartments, compartmentalise
@@ -102,6 +102,16 @@ class ReductionConfig:
             raise ConfigError("widths must list positive integers", field="widths")
         if not self.seeds:
             raise ConfigError("at least one seed", field="seeds")
+        require(self, "positive", "ra", "cm", "dt", "amplitude", "t_stop", "teacher_lr", "closed_lr", "grad_clip",
+                "converged_mv", "cost_ms", "curriculum")
+        require(self, "at least 1", "depth", "loss_every", "cost_repeats", "cost_batch")
+        require(self, "non-negative", "teacher_steps", "closed_steps", "noise_sigma", "train_amplitudes",
+                "ood_amplitudes")
+        require(self, "finite", "temperature", "v_init")
+        if self.baseline_grid < 2:
+            raise ConfigError(f"must be at least 2, got {self.baseline_grid}", field="baseline_grid")
+        if max(self.curriculum, default=1.0) > 1.0:
+            raise ConfigError("curriculum fractions are of the trace: at most 1", field="curriculum")
         if self.activation not in ("tanh", "silu"):
             raise ConfigError("activation must be tanh or silu (the compiled kernel's)", field="activation")
         if len(self.closed_steps) != len(self.curriculum):

@@ -22,10 +22,11 @@ import torch
 from channelzoo.catalogue import Zoo
 from channelzoo.gates import Gate, InfTau, Rate, evaluate_gates
 from channelzoo.grid import ICG_GRID_MV
-from suite.config import ConfigError
+from suite.config import ConfigError, require, require_choice
 from suite.experiments.base import Job, JobResult
 from suite.gates import MODELS, make_model
-from suite.train.curve_fit import CurveFitConfig, curve_metrics, fit_curves, repeat_for_seeds
+from suite.gates.neural import ACTIVATIONS
+from suite.train.curve_fit import LOSSES, CurveFitConfig, curve_metrics, fit_curves, repeat_for_seeds
 
 ICG_OMNI = "icg_omni"
 MAX_WEIGHTS_BYTES = 8 * 2**20  # trained weights ride along as a job artifact up to this size
@@ -63,9 +64,11 @@ class ZooFitConfig:
                               field="models")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {list(DTYPES)}", field="dtype")
-        for name in ("seeds", "gates_per_job", "steps_per_stage", "stages", "zoo_n"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", field=name)
+        require(self, "at least 1", "seeds", "gates_per_job", "steps_per_stage", "stages", "zoo_n", "width", "depth")
+        require(self, "positive", "lr")
+        require(self, "non-negative", "max_gates", "expert_init_noise")
+        require_choice(self, "activation", ACTIVATIONS)
+        require_choice(self, "loss", LOSSES)
         if self.zoo == "icg" and not self.zoo_path:
             raise ConfigError("zoo=icg needs zoo_path, a clone of the ICG channel repositories", field="zoo_path")
 
