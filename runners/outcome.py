@@ -22,10 +22,12 @@ class Outcome:
 def run_job(experiment: Experiment, job: Job, device: str) -> Outcome:
     """Run one job; a job that raises becomes a failed row (a failure is data, the sweep goes on)."""
     start = time.perf_counter()
+    ran_on = device
     try:
         result = experiment.run(job, device)
         rows, artifacts, metrics, ok = result.rows, result.artifacts, result.metrics, True
+        ran_on = result.device or device
     except Exception as e:
         rows, artifacts, metrics, ok = failed_rows(job, e), {}, {}, False
     wall = time.perf_counter() - start
-    return Outcome(job, stamp_rows(rows, job, device, wall), artifacts, {**metrics, "job_wall_time_s": wall}, ok)
+    return Outcome(job, stamp_rows(rows, job, ran_on, wall), artifacts, {**metrics, "job_wall_time_s": wall}, ok)

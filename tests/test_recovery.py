@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from analysis import render
+from runners.outcome import run_job
 from runners.store import ResultStore
 from runners.sweep import run_sweep
 from suite.config import ConfigError, load_config
@@ -102,3 +103,12 @@ def test_the_default_trace_is_the_papers_four_spikes() -> None:
     assert spike_times(t, v) == pytest.approx([6.3, 18.7, 30.3, 41.8], abs=1.0)
     t, v = training_trace(RecoveryConfig(current_unit="uA/cm2"), "hh_paper/hh_k/n")
     assert len(spike_times(t, v)) == 3  # 15 uA/cm2, the condition we used to train on
+
+
+@pytest.mark.skipif(not kernel.available(), reason="no C compiler for the rollout kernel")
+def test_rows_say_where_the_job_really_ran() -> None:
+    """The rollout is the C kernel's: a job given cuda runs on the CPU, and its rows must say so."""
+    exp = get_experiment("recovery")
+    job = exp.plan(load_config(exp.config_type, None, [*TINY, "ood=false", "seeds=1"]))[0]
+    outcome = run_job(exp, job, "cuda")
+    assert outcome.ok and outcome.rows["device"].str.startswith("cpu:").all()

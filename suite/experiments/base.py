@@ -59,6 +59,7 @@ class JobResult:
     rows: pd.DataFrame
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, bytes] = field(default_factory=dict)
+    device: str | None = None  # where the job really ran, when not on the device it was given
 
 
 class Experiment(Protocol):

@@ -256,7 +256,8 @@ class Recovery:
         threads = torch.get_num_threads()
         torch.set_num_threads(config.threads)
         try:
-            return JobResult(run_target(config, job.payload["target"], job.payload["method"]))
+            # The rollout and its adjoint are the C kernel's: the job runs on the CPU whatever it was given.
+            return JobResult(run_target(config, job.payload["target"], job.payload["method"]), device="cpu")
         finally:
             torch.set_num_threads(threads)
 

@@ -303,7 +303,8 @@ class Reduction:
             rows[key] = getattr(config, key) if key != "morphology" else (config.morphology or "generated")
         rows["train_amplitudes"] = ",".join(f"{a:g}" for a in (config.amplitude, *config.train_amplitudes))
         rows["train_noise_traces"] = len(config.train_noise_seeds)
-        return JobResult(rows, metrics=_metrics(rows))
+        # The cable and hybrid kernels are C: the job runs on the CPU whatever device it was given.
+        return JobResult(rows, metrics=_metrics(rows), device="cpu")
 
 
 def _metrics(rows: pd.DataFrame) -> dict[str, float]:
