@@ -51,13 +51,16 @@ def spikes(v: np.ndarray) -> int:
 
 
 def test_ca1_soma_matches_neuron() -> None:
-    """The paper's cell (154 compartments, Pospischil Na, Kd, M, leak, Ra 100): mean |dV| < 0.5 mV over 70 ms."""
+    """The paper's cell (154 compartments, Pospischil Na, Kd, M, leak, Ra 100): max |dV| <= 0.05 mV over 70 ms.
+
+    Measured 0.022 mV (mean 6e-4): the difference is NEURON's float32 3-D points, not the scheme.
+    """
     if not CA1.exists():
         pytest.skip(f"no CA1 morphology at {CA1}")
     theirs, ours, (a_neuron, a_ours) = both(CA1)
     np.testing.assert_allclose(a_ours, a_neuron, rtol=1e-5)  # same geometry segment by segment (NEURON: float32)
     assert spikes(theirs) >= 3 and spikes(ours) == spikes(theirs)
-    assert np.abs(theirs - ours).mean() < 0.5
+    assert np.abs(theirs - ours).max() <= 0.05
 
 
 def test_multi_point_soma_file_matches_neuron() -> None:

@@ -37,6 +37,8 @@ def load_mechanisms(mod_dir: str | Path = MOD_DIR) -> Any:
     """``h`` with the .mod files of ``mod_dir`` compiled (cached by content) and loaded once per process."""
     from neuron import h
 
+    h.load_file("stdrun.hoc")  # idempotent; needed even when another caller loaded the mechanisms
+    h.load_file("import3d.hoc")
     if hasattr(h, "hbna"):
         return h
     mods = sorted(Path(mod_dir).glob("*.mod"))
@@ -57,8 +59,6 @@ def load_mechanisms(mod_dir: str | Path = MOD_DIR) -> Any:
             shutil.rmtree(tmp, ignore_errors=True)
         lib = next(iter(build.glob("*/.libs/libnrnmech.so")), None) or next(iter(build.glob("*/libnrnmech.so")))
     h.nrn_load_dll(str(lib))
-    h.load_file("stdrun.hoc")
-    h.load_file("import3d.hoc")
     return h
 
 
