@@ -13,7 +13,7 @@ from runners.store import ResultStore
 from runners.sweep import run_sweep
 from suite.config import ConfigError, load_config
 from suite.experiments import get_experiment
-from suite.experiments.recovery import RecoveryConfig, training_trace
+from suite.experiments.recovery import Recovery, RecoveryConfig, run_target, training_trace
 from suite.sim import kernel
 from suite.sim.spikes import spike_times
 from suite.sim.stimulus import current_density, cylinder_area_cm2
@@ -112,3 +112,19 @@ def test_rows_say_where_the_job_really_ran() -> None:
     job = exp.plan(load_config(exp.config_type, None, [*TINY, "ood=false", "seeds=1"]))[0]
     outcome = run_job(exp, job, "cuda")
     assert outcome.ok and outcome.rows["device"].str.startswith("cpu:").all()
+
+
+@pytest.mark.skipif(not kernel.available(), reason="no C compiler for the rollout kernel")
+def test_recovery_learns_the_k_gate_from_the_trace() -> None:
+    """Quick schedule, noise-free: the learned model fits the trace and its gate is close to HH's n.
+
+    Measured (one seed, two restarts): RMSE 1.4 mV from 27.8 mV before training; x_inf 0.036 RMSE,
+    tau 0.54 ms RMSE on the visited voltages (-75 to 45 mV).
+    """
+    preset = {**Recovery.presets()["quick"], "sigma_v": [0.0], "sigma_theta": [], "seeds": 1, "ood": False}
+    row = run_target(load_config(RecoveryConfig, None, [], preset=preset), "hh_paper/hh_k/n", "ours").iloc[0]
+    before = np.sqrt(np.mean((row["v_init"] - row["v_true"]) ** 2))
+    assert before > 10.0
+    assert row["rmse"] < 2.0 and row["rmse"] < 0.15 * before
+    assert row["inf_rmse"] < 0.06
+    assert row["tau_rmse_ms"] < 1.0
