@@ -99,6 +99,8 @@ def cost_table(rows: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame({"model": names, "cost_1s_s": c["cost_1s_s"].to_numpy(),
                           "batch_per_trace_s": c["cost_1s_batch_per_trace_s"].to_numpy(),
                           "batch": c["cost_batch"].to_numpy()})
+    if "backend" in c:  # our compiled kernels, or the torch path where there are none
+        table["backend"] = c["backend"].fillna("").to_numpy()
     for sim in ("ours", "neuron"):
         one = cost_of(rows, "multicompartment", sim)
         many = cost_of(rows, "multicompartment", sim, column="cost_1s_batch_per_trace_s")

@@ -219,7 +219,7 @@ def simulate_tables(cell: _Cell, inf: torch.Tensor, tau: torch.Tensor, dv: float
     b = max(theta.shape[0], profile.shape[0])
     gbar, e_rev, cap = (t.expand(b, *t.shape[1:]) for t in cell.split(theta))
     v0 = torch.full((b,), cell.model.v_init, dtype=F64)
-    x0 = kernel._interp_table(inf, v0, -100.0, dv)
+    x0 = kernel.interp_table(inf, v0, -100.0, dv)
     dec = torch.exp(-dt / tau)
     return kernel.simulate(v0, x0, profile, cap, gbar, e_rev, inf, dec, cell.layout, -100.0, dv, dt, 0.5,
                            round(record_dt / dt), keep_gates=keep_gates)

@@ -36,6 +36,7 @@ import torch
 from channelzoo.models import pospischil_jaxley
 from suite.config import ConfigError, require
 from suite.experiments.base import Job, JobResult
+from suite.sim import native
 from suite.sim.cable import Cable, axial_current
 from suite.sim.compartments import Compartments, compartmentalise
 from suite.sim.generated_morphology import pyramidal
@@ -476,24 +477,26 @@ def run_costs(s: Setup, config: ReductionConfig) -> pd.DataFrame:
     per_s = 1000.0 / config.cost_ms
     reps = config.cost_repeats
     rows: list[dict[str, Any]] = []
+    backend = "fused" if native.load() is not None else "torch"  # our simulators' "auto": what ran, in the rows
 
     def add(model: str, one: float, many: float, **extra: Any) -> None:
         rows.append({"kind": "cost", "model": model, "cost_1s_s": one * per_s,
                      "cost_1s_batch_per_trace_s": many / config.cost_batch * per_s, "cost_batch": config.cost_batch,
-                     "threads": torch.get_num_threads(), **extra})
+                     "threads": torch.get_num_threads(),
+                     "backend": backend if extra["simulator"] == "ours" else extra["simulator"], **extra})
 
     cable = s.cable
     add("multicompartment", timed(lambda: cable.simulate(cost_stim.unsqueeze(0), config.dt, config.v_init,
-                                                         backend="fused", n_threads=1), reps),
-        timed(lambda: cable.simulate(batch, config.dt, config.v_init, backend="fused"), 1), simulator="ours")
+                                                         backend="auto", n_threads=1), reps),
+        timed(lambda: cable.simulate(batch, config.dt, config.v_init, backend="auto"), 1), simulator="ours")
     neuron = _neuron_cost(s, config)
     if neuron is not None:  # NEURON runs traces one after another: the per-trace cost is the single-trace one
         add("multicompartment", neuron, neuron * config.cost_batch, simulator="neuron")
     soma = soma_cable(s, config)
     scale = s.area_soma / s.area_total
     add("soma", timed(lambda: soma.simulate(cost_stim.unsqueeze(0) * scale, config.dt, config.v_init,
-                                            backend="fused", n_threads=1), reps),
-        timed(lambda: soma.simulate(batch * scale, config.dt, config.v_init, backend="fused"), 1), simulator="ours")
+                                            backend="auto", n_threads=1), reps),
+        timed(lambda: soma.simulate(batch * scale, config.dt, config.v_init, backend="auto"), 1), simulator="ours")
     for width in config.widths:
         for nz in sorted(set(config.n_latents)):
             probe = ReducedSoma(s.channels, s.area_soma, AxialODE([nz], width, config.depth, config.activation,

@@ -11,8 +11,9 @@ initial gates.
 The scheme is ``suite.sim.single``'s: V takes a theta step (theta 0: backward Euler, NEURON's
 default; 0.5: Crank-Nicolson) with the conductances of the gates, which are staggered half a step
 and then take an exponential-Euler step at the new voltage. The source is compiled once per
-machine with the system C compiler into a cache folder; without a compiler, ``available()`` is
-False and callers use the torch path.
+machine with the system C compiler into a cache folder; without one (or with
+``$HYBRIDBENCH_NO_NATIVE`` set), and off the CPU, ``rollout`` and ``simulate`` run
+``rollout_torch``, the same step in plain torch.
 """
 
 from __future__ import annotations
@@ -309,8 +310,9 @@ def simulate(v0: Tensor, x0: Tensor, iext: Tensor, capacitance: Tensor, gbar: Te
     (a step current for 16,384 cells need not be 16,384 rows).
     """
     lib = _library()
-    if lib is None:
-        raise RuntimeError("no C compiler: the rollout kernel is unavailable (use the torch path)")
+    if lib is None or v0.device.type != "cpu":
+        return rollout_torch(v0, x0, iext, capacitance, gbar, e_rev, inf_table, dec_table, layout, vmin, dv, dt,
+                             theta, record_every=record_every, current_scale=current_scale, keep_gates=keep_gates)
     f64 = {"dtype": torch.float64, "device": "cpu"}
     v0, x0, iext, cap, gbar, e_rev, tinf, tdec = (t.to(**f64).contiguous() for t in (
         v0, x0, iext, capacitance, gbar, e_rev, inf_table, dec_table))
@@ -337,10 +339,12 @@ def rollout(v0: Tensor, x0: Tensor, iext: Tensor, capacitance: Tensor, gbar: Ten
     at step midpoints, ``capacitance`` [B] uF/cm2, ``gbar``/``e_rev`` [B, C]; ``inf_table`` and
     ``dec_table`` (= exp(-dt/tau)) are [B or 1, G, M] on the grid vmin + k dv (flat outside).
     ``force_v`` [B, T] and ``force_g`` [B] (S/cm2) add a forcing current g (force_v - V): teacher
-    forcing towards an observed voltage, as strong as wished (not differentiated).
+    forcing towards an observed voltage, as strong as wished (not differentiated). Without the
+    compiled kernel, or off the CPU, this is ``rollout_torch``.
     """
-    if _library() is None:
-        raise RuntimeError("no C compiler: the rollout kernel is unavailable (use the torch path)")
+    if _library() is None or v0.device.type != "cpu":
+        return rollout_torch(v0, x0, iext, capacitance, gbar, e_rev, inf_table, dec_table, layout, vmin, dv, dt,
+                             theta, force_v, force_g)
     f64 = {"dtype": torch.float64, "device": "cpu"}
     args = [t.to(**f64).contiguous() for t in (v0, x0, iext, capacitance, gbar, e_rev, inf_table, dec_table)]
     force = (None, None)
@@ -349,7 +353,7 @@ def rollout(v0: Tensor, x0: Tensor, iext: Tensor, capacitance: Tensor, gbar: Ten
     return _Rollout.apply(*args, layout, float(vmin), float(dv), float(dt), float(theta), *force)
 
 
-def _interp_table(table: Tensor, v: Tensor, vmin: float, dv: float) -> Tensor:
+def interp_table(table: Tensor, v: Tensor, vmin: float, dv: float) -> Tensor:
     """Rows of ``table`` [B or 1, G, M] at ``v`` [B]: [B, G], linear, flat outside (as the kernel)."""
     m = table.shape[-1]
     pos = ((v - vmin) / dv).clamp(0.0, m - 1.0)
@@ -365,15 +369,21 @@ def _interp_table(table: Tensor, v: Tensor, vmin: float, dv: float) -> Tensor:
 
 def rollout_torch(v0: Tensor, x0: Tensor, iext: Tensor, capacitance: Tensor, gbar: Tensor, e_rev: Tensor,
                   inf_table: Tensor, dec_table: Tensor, layout: GateLayout, vmin: float, dv: float, dt: float,
-                  theta: float = 0.0, force_v: Tensor | None = None, force_g: Tensor | None = None) -> Tensor:
-    """The same rollout as ``rollout`` in plain torch (autograd, any device): the kernel's reference."""
+                  theta: float = 0.0, force_v: Tensor | None = None, force_g: Tensor | None = None,
+                  record_every: int = 1, current_scale: Tensor | None = None,
+                  keep_gates: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """``rollout`` and ``simulate`` in plain torch (autograd, any device): the kernel's reference.
+
+    ``iext`` may be ``[1, T]`` scaled per cell by ``current_scale`` [B]; voltages are kept every
+    ``record_every`` steps, and ``keep_gates`` also returns the gates ``[B, T + 1, G]``.
+    """
     idx = layout.index.to(v0.device)
     pad = idx < 0
     idx = torch.where(pad, torch.full_like(idx, layout.n_gates), idx)
     power = layout.power.to(v0.device, v0.dtype)
     v, x = v0, x0
     a = capacitance / dt
-    vs = [v]
+    vs, xs = [v], [x]
     for n in range(iext.shape[1]):
         padded = torch.cat([x, x.new_ones(x.shape[0], 1)], 1)[:, idx]  # [B, C, W]
         p = torch.where(pad, torch.ones_like(padded), padded.pow(power)).prod(-1)
@@ -381,9 +391,13 @@ def rollout_torch(v0: Tensor, x0: Tensor, iext: Tensor, capacitance: Tensor, gba
         gt, ge = g.sum(1), (g * e_rev).sum(1)
         if force_v is not None and force_g is not None:
             gt, ge = gt + force_g, ge + force_g * force_v[:, n]
-        v = ((a - theta * UA_PER_MA * gt) * v + iext[:, n] + UA_PER_MA * ge) / (a + (1 - theta) * UA_PER_MA * gt)
-        u = _interp_table(inf_table, v, vmin, dv)
-        e = _interp_table(dec_table, v, vmin, dv)
+        i_n = iext[:, n] if current_scale is None else iext[:, n] * current_scale
+        v = ((a - theta * UA_PER_MA * gt) * v + i_n + UA_PER_MA * ge) / (a + (1 - theta) * UA_PER_MA * gt)
+        u = interp_table(inf_table, v, vmin, dv)
+        e = interp_table(dec_table, v, vmin, dv)
         x = u + (x - u) * e
         vs.append(v)
-    return torch.stack(vs, 1)
+        if keep_gates:
+            xs.append(x)
+    voltages = torch.stack(vs, 1)[:, ::record_every]
+    return (voltages, torch.stack(xs, 1)) if keep_gates else voltages

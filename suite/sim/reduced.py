@@ -232,11 +232,12 @@ def run_fused(model: ReducedSoma, stim: Tensor, dt: float, v_target: Tensor | No
     Loss per model and trace: free run, mean of ((V - V_target) scale)^2 over every ``every``-th
     step; teacher forcing, V clamped to ``v_target`` (``[T+1]`` or ``[R, T+1]``) and the loss on each
     one-step prediction. ``want_grad`` writes the gradient of each model's summed loss over its
-    traces into its parameters' ``.grad``.
+    traces into its parameters' ``.grad``. Without the compiled kernels, or off the CPU, this is
+    ``run_torch`` (which adds to ``.grad``: zero it first).
     """
     lib = native.load()
-    if lib is None:
-        raise RuntimeError("run_fused needs the compiled kernels (a C compiler)")
+    if lib is None or model.stim_scale.device.type != "cpu":
+        return run_torch(model, stim, dt, v_target, v0, teacher, every, scale, want_grad)
     ax = model.axial
     m = ax.size
     stim_np = np.atleast_2d(stim.detach().to("cpu", torch.float64).numpy())
@@ -285,3 +286,43 @@ def run_fused(model: ReducedSoma, stim: Tensor, dt: float, v_target: Tensor | No
         unpack_grads(model, grads.reshape(m, r, -1).sum(1))
     return FusedRun(losses.reshape(m, r), v.reshape(m, r, steps + 1), i_ax.reshape(m, r, steps),
                     z.reshape(m, r, steps + 1, ax.z_max))
+
+
+def run_torch(model: ReducedSoma, stim: Tensor, dt: float, v_target: Tensor | None = None, v0: float = -70.0,
+              teacher: bool = False, every: int = 4, scale: float = 0.1, want_grad: bool = False) -> FusedRun:
+    """``run_fused`` in torch (autograd, any device): its reference, and its stand-in without a C compiler.
+
+    The traces run together when the model was built for that batch, else one at a time; with
+    ``want_grad`` each finite loss's gradient is added to the parameters' ``.grad``, and only the
+    losses and voltages are returned (the currents and latents are empty).
+    """
+    stim = torch.atleast_2d(stim.detach())
+    r, steps = stim.shape
+    dev, dtype = model.stim_scale.device, model.stim_scale.dtype
+    target = torch.zeros(r, steps + 1) if v_target is None else torch.atleast_2d(v_target.detach())
+    target = target.to(dev, dtype).expand(r, steps + 1)
+    groups = [slice(0, r)] if model.batch == r else [slice(i, i + 1) for i in range(r)]
+    if model.batch not in (1, r):
+        raise ValueError(f"the model was built for batch {model.batch}, the stimulus has {r} traces")
+    runs = []
+    for rows in groups:
+        with torch.set_grad_enabled(want_grad):
+            if teacher:
+                out = model.simulate(stim[rows], dt, v_clamp=target[rows], keep=not want_grad)
+                loss = ((out.v[..., 1:] - target[rows, 1:]) * scale).pow(2).mean(-1)
+            else:
+                out = model.simulate(stim[rows], dt, v0=v0, keep=not want_grad)
+                loss = ((out.v[..., every::every] - target[rows, every::every]) * scale).pow(2).mean(-1)
+            if want_grad:
+                total = torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss)).sum()
+                if total.requires_grad:
+                    total.backward()
+        runs.append((loss, out))
+
+    def cat(parts: list[Tensor]) -> np.ndarray:
+        if not parts[0].numel():
+            return np.empty(0)
+        return torch.cat(parts, dim=1).detach().to("cpu", torch.float64).numpy()
+
+    return FusedRun(cat([loss for loss, _ in runs]), cat([o.v for _, o in runs]), cat([o.i_axial for _, o in runs]),
+                    cat([o.z for _, o in runs]))

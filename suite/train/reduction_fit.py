@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from suite.sim import native
-from suite.sim.reduced import AXIAL_SCALE_NA, ReducedSoma, run_fused
+from suite.sim.reduced import AXIAL_SCALE_NA, ReducedSoma, run_fused, run_torch
 from suite.train.schedule import warmup_cosine
 
 V_SCALE_MV = 10.0
@@ -144,28 +144,17 @@ def fit_reduced(model: ReducedSoma, stim: Tensor, v_true: Tensor, dt: float,
     dtype = model.stim_scale.dtype
     v_true = torch.atleast_2d(v_true.to(dtype))
     stim = torch.atleast_2d(stim.to(dtype))
-    if model.batch != stim.shape[0] and backend == "torch":
-        raise ValueError(f"the torch backend needs a model built for batch {stim.shape[0]}")
     every = cfg.loss_every
     teacher_scale = model.cap_nA / dt / AXIAL_SCALE_NA  # a one-step error as the axial current that closes it
+    run = run_fused if backend == "fused" else run_torch
 
     def teacher() -> Tensor:
-        if backend == "fused":
-            return torch.from_numpy(run_fused(model, stim, dt, v_true, teacher=True, scale=teacher_scale,
-                                              want_grad=True).loss.sum(1))
-        out = model.simulate(stim, dt, v_clamp=v_true, keep=False)
-        losses = ((out.v[..., 1:] - v_true[:, 1:]) * teacher_scale).pow(2).mean(-1).sum(-1)
-        _backward(losses)
-        return losses
+        return torch.from_numpy(run(model, stim, dt, v_true, teacher=True, scale=teacher_scale,
+                                    want_grad=True).loss.sum(1))
 
     def closed(n: int) -> Tensor:
-        if backend == "fused":
-            return torch.from_numpy(run_fused(model, stim[:, :n], dt, v_true[:, :n + 1], v0=float(v_true[0, 0]),
-                                              every=every, scale=1.0 / V_SCALE_MV, want_grad=True).loss.sum(1))
-        out = model.simulate(stim[:, :n], dt, v0=float(v_true[0, 0]), keep=False)
-        losses = ((out.v[..., every:n + 1:every] - v_true[:, every:n + 1:every]) / V_SCALE_MV).pow(2).mean(-1).sum(-1)
-        _backward(losses)
-        return losses
+        return torch.from_numpy(run(model, stim[:, :n], dt, v_true[:, :n + 1], v0=float(v_true[0, 0]), every=every,
+                                    scale=1.0 / V_SCALE_MV, want_grad=True).loss.sum(1))
 
     start = time.perf_counter()
     teacher_best = torch.full((m,), float("nan"), dtype=torch.float64)
@@ -183,10 +172,3 @@ def fit_reduced(model: ReducedSoma, stim: Tensor, v_true: Tensor, dt: float,
                                  step0, history)
         step0 += steps
     return FitResult(teacher_best, closed_best, diverged_at, teacher_time, time.perf_counter() - start, history)
-
-
-def _backward(losses: Tensor) -> None:
-    """Gradients of the finite losses (each model's only reaches its own parameters)."""
-    total = torch.where(torch.isfinite(losses), losses, torch.zeros_like(losses)).sum()
-    if total.requires_grad:
-        total.backward()

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from suite.sim import kernel
-from suite.sim.kernel import GateLayout, _interp_table
+from suite.sim.kernel import GateLayout, interp_table
 from suite.train.schedule import warmup_cosine
 
 
@@ -147,17 +147,17 @@ def full_tables(problem: Problem, inf_n: Tensor, tau_n: Tensor, dt: float) -> tu
 
 def _initial_gates(inf: Tensor, v0: Tensor, config: TrajectoryFitConfig) -> Tensor:
     """Every gate at its steady state at v0 (differentiable in the tables): ``[B, G]``."""
-    return _interp_table(inf, v0, config.v_min, config.dv)
+    return interp_table(inf, v0, config.v_min, config.dv)
 
 
 def rollout_voltage(problem: Problem, inf_n: Tensor, tau_n: Tensor, config: TrajectoryFitConfig, steps: int,
                     force_v: Tensor | None = None, force_g: Tensor | None = None) -> Tensor:
-    """Voltages ``[B, steps + 1]`` at the rollout step, by the kernel (or the torch path without a compiler)."""
+    """Voltages ``[B, steps + 1]`` at the rollout step, by the kernel (the torch path without a compiler)."""
     inf, dec = full_tables(problem, inf_n, tau_n, config.dt)
     x0 = _initial_gates(inf, problem.v0, config)
     args = (problem.v0, x0, problem.iext[:, :steps], problem.capacitance, problem.gbar, problem.e_rev, inf, dec,
             problem.layout, config.v_min, config.dv, config.dt, config.theta, force_v, force_g)
-    return kernel.rollout(*args) if kernel.available() else kernel.rollout_torch(*args)
+    return kernel.rollout(*args)
 
 
 def gaussian_filter(v: Tensor, sigma_samples: float) -> Tensor:
@@ -240,8 +240,8 @@ class TeacherForcing:
         inf_m = problem.mech_inf.unsqueeze(0)
         dec_m = torch.exp(-dt / problem.mech_tau).unsqueeze(0)
         gm = problem.mech_inf.shape[0]
-        u = torch.stack([_interp_table(inf_m, self.v[:, k], config.v_min, config.dv) for k in range(v.shape[1])], -1)
-        a = torch.stack([_interp_table(dec_m, self.v[:, k], config.v_min, config.dv) for k in range(v.shape[1])], -1)
+        u = torch.stack([interp_table(inf_m, self.v[:, k], config.v_min, config.dv) for k in range(v.shape[1])], -1)
+        a = torch.stack([interp_table(dec_m, self.v[:, k], config.v_min, config.dv) for k in range(v.shape[1])], -1)
         self.mech = scan_gates(a[..., 1:], u[..., 1:], u[..., 0])[:, :gm]  # [B, Gm, K+1]
         sub = round(dt / config.dt)
         self.iext = problem.iext.view(problem.size, -1, sub).mean(-1)  # the sample-grid midpoint current
