@@ -107,17 +107,12 @@ class Flaky(Squares):
         return super().run(job, device)
 
 
-def quiet_store(root: Path) -> tuple[ResultStore, list[str]]:
-    said: list[str] = []
-    return ResultStore(root, warn=said.append), said
-
-
 def squares_parts(store: ResultStore) -> list[Path]:
     return sorted((store.tables / "experiment=squares").glob("part-*.parquet"))
 
 
 def test_status_of_a_sweep_planned_but_without_parts_counts_its_jobs_pending(tmp_path: Path) -> None:
-    store, _ = quiet_store(tmp_path)
+    store = ResultStore(tmp_path)
     store.write_manifest("squares", "abc", {"n": 3}, ["k1", "k2", "k3"])
     (store.tables / "experiment=squares").mkdir(parents=True)  # a kill during the first write leaves this
     [row] = store.status()
@@ -132,8 +127,9 @@ CORRUPTIONS = {
 
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
-def test_a_corrupt_part_is_skipped_moved_aside_and_its_job_rerun(tmp_path: Path, corrupt) -> None:
-    store, said = quiet_store(tmp_path)
+def test_a_corrupt_part_is_skipped_moved_aside_and_its_job_rerun(tmp_path: Path, corrupt,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    store = ResultStore(tmp_path)
     run_sweep(Squares(), SquaresConfig(), store, stream=io.StringIO())
     before = store.read("squares")
     victim = squares_parts(store)[1]
@@ -147,14 +143,14 @@ def test_a_corrupt_part_is_skipped_moved_aside_and_its_job_rerun(tmp_path: Path,
     summary = run_sweep(again, SquaresConfig(), store, stream=io.StringIO())
     assert (summary.skipped, summary.ran) == (3, 1) and again.calls == [shard]
     assert (store.quarantine / "experiment=squares" / victim.name).exists()
-    assert any("moved a bad part" in m and victim.name in m for m in said)
+    assert f"moved a bad part to {store.quarantine / 'experiment=squares' / victim.name}" in capsys.readouterr().err
     after = store.read("squares")
     pd.testing.assert_frame_equal(after.drop(columns=["job_wall_time_s", "code_version"]),
                                   before.drop(columns=["job_wall_time_s", "code_version"]))
 
 
 def test_a_part_without_schema_tag_says_so(tmp_path: Path) -> None:
-    store, _ = quiet_store(tmp_path)
+    store = ResultStore(tmp_path)
     run_sweep(Squares(), SquaresConfig(n=1), store, stream=io.StringIO())
     [part] = squares_parts(store)
     pq.write_table(pq.read_table(part).replace_schema_metadata({}), part)
@@ -164,7 +160,7 @@ def test_a_part_without_schema_tag_says_so(tmp_path: Path) -> None:
 
 
 def test_a_newer_schema_stops_and_is_never_moved_aside(tmp_path: Path) -> None:
-    store, _ = quiet_store(tmp_path)
+    store = ResultStore(tmp_path)
     run_sweep(Squares(), SquaresConfig(n=1), store, stream=io.StringIO())
     [part] = squares_parts(store)
     pq.write_table(pq.read_table(part).replace_schema_metadata({b"hybridbench.results.schema": b"99"}), part)
@@ -174,7 +170,7 @@ def test_a_newer_schema_stops_and_is_never_moved_aside(tmp_path: Path) -> None:
 
 
 def test_query_reads_only_the_parts_status_accepts(tmp_path: Path) -> None:
-    store, _ = quiet_store(tmp_path)
+    store = ResultStore(tmp_path)
     run_sweep(Squares(), SquaresConfig(), store, stream=io.StringIO())
     first, *_ = squares_parts(store)
     copy = first.with_name("part-0123456789abcdef.parquet")  # a copied file: its rows carry another key
@@ -185,7 +181,7 @@ def test_query_reads_only_the_parts_status_accepts(tmp_path: Path) -> None:
 
 
 def test_an_experiment_folder_without_parts_is_an_empty_view(tmp_path: Path) -> None:
-    store, _ = quiet_store(tmp_path)
+    store = ResultStore(tmp_path)
     run_sweep(Squares(), SquaresConfig(), store, stream=io.StringIO())
     (store.tables / "experiment=recovery").mkdir()
     con = store.connect()
@@ -195,7 +191,7 @@ def test_an_experiment_folder_without_parts_is_an_empty_view(tmp_path: Path) -> 
 
 
 def test_a_column_of_another_type_in_one_part_names_the_part_and_column(tmp_path: Path) -> None:
-    store, _ = quiet_store(tmp_path)
+    store = ResultStore(tmp_path)
     run_sweep(Squares(), SquaresConfig(), store, stream=io.StringIO())
     odd = squares_parts(store)[2]
     rows = pq.read_table(odd).to_pandas()
@@ -213,7 +209,8 @@ def test_temporaries_of_killed_writes_are_removed_and_live_ones_kept(tmp_path: P
 
     from runners.parts import tmp_prefix
 
-    store, said = quiet_store(tmp_path)
+    said: list[str] = []
+    store = ResultStore(tmp_path, warn=said.append)
     folder = store.tables / "experiment=squares"
     folder.mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -229,7 +226,7 @@ def test_temporaries_of_killed_writes_are_removed_and_live_ones_kept(tmp_path: P
 
 
 def test_rows_carry_the_code_version_and_rerun_stale_replaces_just_those(tmp_path: Path) -> None:
-    store, _ = quiet_store(tmp_path)
+    store = ResultStore(tmp_path)
     run_sweep(Flaky(), SquaresConfig(), store, stream=io.StringIO())
     assert set(store.read("squares")["code_version"]) == {"1"}
     newer = Flaky()
@@ -246,7 +243,7 @@ def test_rows_carry_the_code_version_and_rerun_stale_replaces_just_those(tmp_pat
 
 
 def test_rerun_failed_runs_only_the_failed_jobs_again(tmp_path: Path) -> None:
-    store, _ = quiet_store(tmp_path)
+    store = ResultStore(tmp_path)
     first = run_sweep(Flaky(broken={1, 3}), SquaresConfig(), store, stream=io.StringIO())
     assert first.failed == 2
     plain = run_sweep(Flaky(), SquaresConfig(), store, stream=io.StringIO())

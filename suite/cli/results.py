@@ -33,7 +33,7 @@ def code_versions(names: list[str]) -> dict[str, str]:
 
 def _status(args: argparse.Namespace) -> int:
     store = ResultStore(args.results)
-    rows = store.status(code_versions(store.experiments()))
+    rows = store.status(code_versions(list(EXPERIMENTS)))
     if not rows:
         print(f"no sweeps under {args.results}")
         return 0
