@@ -127,13 +127,17 @@ class ResultStore:
         remove_all(stale_temporaries(self.root / "artifacts" / experiment), self._warn)
         self._warned.update(p for p in (self.tables / f"experiment={experiment}").glob(f"{PREFIX}*{SUFFIX}"))
         scan = self.scan(experiment)
+        folder = self.quarantine / f"experiment={experiment}"
         for path, error in scan.bad.items():
-            folder = self.quarantine / f"experiment={experiment}"
-            folder.mkdir(parents=True, exist_ok=True)
             target, n = folder / path.name, 1
             while target.exists():
                 target, n = folder / f"{path.stem}.{n}{path.suffix}", n + 1
-            os.replace(path, target)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+            except OSError as e:  # its job reruns all the same, and the new part replaces it
+                self._warn(f"could not move a bad part to {folder} ({e.strerror}); its job runs again: {error}")
+                continue
             self._warn(f"moved a bad part to {target}; its job runs again: {error}")
         return Scan(scan.parts)
 

@@ -254,3 +254,12 @@ def test_rerun_failed_runs_only_the_failed_jobs_again(tmp_path: Path) -> None:
     rows = store.read("squares")
     assert len(rows) == 4 and (rows["status"] == "ok").all() and sorted(rows["square"]) == [0, 1, 4, 9]
     assert store.status()[0]["failed_jobs"] == 0
+
+
+def test_an_unreadable_sweep_plan_is_skipped_with_a_message(tmp_path: Path) -> None:
+    said: list[str] = []
+    store = ResultStore(tmp_path, warn=said.append)
+    store.write_manifest("squares", "good", {}, ["k1"])
+    (tmp_path / "sweeps" / "squares" / "torn.json").write_text('{"jobs": ["k2"')
+    [row] = store.status()
+    assert row["pending"] == 1 and "torn.json" in said[0]

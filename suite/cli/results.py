@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import duckdb
@@ -32,8 +33,12 @@ def code_versions(names: list[str]) -> dict[str, str]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    store = ResultStore(args.results)
+    said: list[str] = []  # bad parts are listed below, under their experiment
+    store = ResultStore(args.results, warn=said.append)
     rows = store.status(code_versions(list(EXPERIMENTS)))
+    for message in said:
+        if not message.startswith("skipped a bad part"):
+            print(f"hybridbench: warning: {message}", file=sys.stderr)
     if not rows:
         print(f"no sweeps under {args.results}")
         return 0
