@@ -76,7 +76,7 @@ def check_part(path: Path) -> Part:
     if keys is None:
         raise StoreError("has no 'key' column", file=str(path), field="key")
     found = set(keys.to_pylist())
-    if found != {key_of(path)}:
+    if found and found != {key_of(path)}:  # a job may have no rows: nothing to contradict its name
         shown = ", ".join(sorted(map(str, found))[:3]) or "no rows"
         raise StoreError(f"holds key {shown}, not the {key_of(path)!r} its name says (a renamed or copied file?)",
                          file=str(path), field="key")
@@ -110,17 +110,14 @@ def _alive(pid: int) -> bool:
 
 def stale_temporaries(folder: Path, now: float | None = None) -> list[Path]:
     """Temporary files under ``folder`` left by killed writes: their process on this host is gone, or they
-    are older than a day (another host's, or written before temporaries named their writer)."""
+    are older than a day (whoever wrote them: another host, or a version before temporaries named their writer)."""
     now = time.time() if now is None else now
     out = []
     for path in folder.rglob(".*.tmp") if folder.is_dir() else ():
         owner = _TMP_OWNER.search(path.name)
-        stale = False
-        if owner and owner["host"] == _HOST:
-            stale = not _alive(int(owner["pid"]))
-        else:
-            with contextlib.suppress(OSError):
-                stale = now - path.stat().st_mtime > STALE_TMP_S
+        stale = bool(owner) and owner["host"] == _HOST and not _alive(int(owner["pid"]))
+        with contextlib.suppress(OSError):
+            stale = stale or now - path.stat().st_mtime > STALE_TMP_S  # no write takes a day
         if stale:
             out.append(path)
     return out

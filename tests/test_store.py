@@ -263,3 +263,19 @@ def test_an_unreadable_sweep_plan_is_skipped_with_a_message(tmp_path: Path) -> N
     (tmp_path / "sweeps" / "squares" / "torn.json").write_text('{"jobs": ["k2"')
     [row] = store.status()
     assert row["pending"] == 1 and "torn.json" in said[0]
+
+
+class Nothing(Squares):
+    """Jobs that find nothing to report: zero rows is a result too."""
+
+    def run(self, job: Job, device: str) -> JobResult:
+        self.calls.append(job.shard)
+        return JobResult(pd.DataFrame())
+
+
+def test_a_job_without_rows_counts_as_done(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    run_sweep(Nothing(), SquaresConfig(n=2), store, stream=io.StringIO())
+    again = Nothing()
+    assert run_sweep(again, SquaresConfig(n=2), store, stream=io.StringIO()).ran == 0 and again.calls == []
+    assert store.status()[0]["done"] == 2 and store.read("squares").empty
