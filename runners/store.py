@@ -114,8 +114,8 @@ class ResultStore:
                 scan.bad[path] = e
                 if path not in self._warned:
                     self._warned.add(path)
-                    self._warn(f"skipped a bad part: {e} (`hybridbench run {experiment}` moves it to "
-                               f"{self.quarantine} and runs its job again)")
+                    self._warn(f"skipped a bad part: {e} (the next `hybridbench run {experiment} ...` moves it "
+                               f"to {self.quarantine} and runs its job again)")
                 continue
             scan.parts[part.key] = part
         return scan
