@@ -76,6 +76,18 @@ def test_a_corrupt_part_is_reported_not_a_traceback(tmp_path: Path, capsys: pyte
     assert " n\n 1" in captured.out and "skipped a bad part" in captured.err
 
 
+def test_figures_skip_a_corrupt_part_and_run_repairs_it(tmp_path: Path, fitted: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    store = ResultStore(copy_of(fitted, tmp_path / "r"))
+    part = sorted((store.tables / "experiment=zoo-fit").glob("part-*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[:1000])
+    assert cli(store.root, "figures") == 0
+    assert f"skipped a bad part: file {part}" in capsys.readouterr().err
+    assert cli(store.root, "run", "zoo-fit", *TINY_FIT, "--set", "max_gates=8", "--set", "models=[node, sm1]") == 0
+    assert "3 already done, 1 ran" in capsys.readouterr().out
+    assert (store.quarantine / "experiment=zoo-fit" / part.name).is_file() and len(store.done_keys("zoo-fit")) == 4
+
+
 def test_stale_and_failed_jobs_are_counted_with_the_remedy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = ResultStore(tmp_path)
     store.write("zoo-fit", "k1", fake_rows("k1", code_version="0"))
