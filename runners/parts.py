@@ -51,15 +51,32 @@ class Part:
     rows: int
 
 
+def _stored_keys(f: pq.ParquetFile, schema: pa.Schema) -> set[str]:
+    """The distinct keys of a part: from the row groups' min/max statistics where they are written
+    (pyarrow writes them), else from the column itself."""
+    column = schema.get_field_index("key")
+    meta = f.metadata
+    found: set[str] = set()
+    for g in range(meta.num_row_groups):
+        chunk = meta.row_group(g).column(column)
+        stats = chunk.statistics
+        if chunk.num_values and (stats is None or not stats.has_min_max):
+            return {str(k) for k in f.read(columns=["key"]).column("key").unique().to_pylist()}
+        if chunk.num_values:
+            found |= {v.decode() if isinstance(v, bytes) else str(v) for v in (stats.min, stats.max)}
+    return found
+
+
 def check_part(path: Path) -> Part:
     """The part, if it is one of ours; a StoreError naming the file and what is wrong otherwise.
 
-    Reads the footer and the ``key`` column only, so checking every part of a sweep stays cheap.
+    Reads the footer only (the key from its statistics), so checking every part of a sweep stays cheap.
     """
     try:
         with pq.ParquetFile(path) as f:
             schema = f.schema_arrow
-            keys = f.read(columns=["key"]).column("key") if "key" in schema.names else None
+            rows = f.metadata.num_rows
+            keys = _stored_keys(f, schema) if "key" in schema.names else None
     except (pa.ArrowException, OSError) as e:
         raise StoreError(f"not a readable Parquet file ({e}); truncated or not a result part",
                          file=str(path), field="footer") from None
@@ -72,23 +89,21 @@ def check_part(path: Path) -> Part:
         raise StoreError(f"schema tag {tag!r} is not a version number", file=str(path), field="schema") from None
     if version > SCHEMA_VERSION:
         raise NewerSchemaError(f"result schema {version} is newer than this version reads ({SCHEMA_VERSION}); "
-                         "upgrade hybridbench", file=str(path), field="schema")
+                               "upgrade hybridbench", file=str(path), field="schema")
     if keys is None:
         raise StoreError("has no 'key' column", file=str(path), field="key")
-    found = set(keys.to_pylist())
-    if found and found != {key_of(path)}:  # a job may have no rows: nothing to contradict its name
-        shown = ", ".join(sorted(map(str, found))[:3]) or "no rows"
+    if keys and keys != {key_of(path)}:  # a job may have no rows: nothing to contradict its name
+        shown = ", ".join(sorted(keys)[:3])
         raise StoreError(f"holds key {shown}, not the {key_of(path)!r} its name says (a renamed or copied file?)",
                          file=str(path), field="key")
-    return Part(path, key_of(path), schema, len(keys))
+    return Part(path, key_of(path), schema, rows)
 
 
-def read_part(path: Path, columns: Iterable[str] | None = None) -> pa.Table:
-    """The rows of a checked part (all columns, or those of ``columns`` it has)."""
+def read_part(path: Path) -> pa.Table:
+    """The rows of a checked part."""
     try:
         with pq.ParquetFile(path) as f:
-            names = None if columns is None else [c for c in columns if c in f.schema_arrow.names]
-            return f.read(columns=names)
+            return f.read()
     except (pa.ArrowException, OSError) as e:
         raise StoreError(f"not a readable Parquet file ({e})", file=str(path), field="data") from None
 

@@ -13,11 +13,12 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -156,40 +157,48 @@ class ResultStore:
         _atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
         return path
 
-    def read(self, experiment: str, columns: Collection[str] | None = None, scan: Scan | None = None) -> pd.DataFrame:
+    def read(self, experiment: str, scan: Scan | None = None) -> pd.DataFrame:
         """The rows of the checked parts of one experiment, in a stable order (by key, then row).
 
-        ``columns``: just these (those a part lacks are missing from its rows). A column that holds numbers
-        in one part and text in another is a StoreError naming the part and the column.
+        A column that holds numbers in one part and text in another is a StoreError naming the part and column.
         """
         scan = scan or self.scan(experiment)
-        if columns is None:
-            conflicts = type_conflicts(scan.parts.values())
-            if conflicts:
-                raise conflicts[0]
-        frames = [read_part(scan.parts[key].path, columns).to_pandas() for key in sorted(scan.parts)]
-        frames = [f for f in frames if not f.empty]
-        if not frames:
+        conflicts = type_conflicts(scan.parts.values())
+        if conflicts:
+            raise conflicts[0]
+        tables = [read_part(scan.parts[key].path) for key in sorted(scan.parts)]
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
             return pd.DataFrame()
-        rows = pd.concat(frames, ignore_index=True)
+        rows = pa.concat_tables(tables, promote_options="permissive").to_pandas()
         rows.insert(min(1, rows.shape[1]), "experiment", experiment)
         return rows
 
     def jobs(self, experiment: str, scan: Scan | None = None) -> pd.DataFrame:
-        """One row per stored job: key, failed (a row of it failed), the errors of its failed rows, and the
-        code version that computed it (``unknown`` for rows from before rows carried one)."""
-        rows = self.read(experiment, ["key", "status", "error", "code_version"], scan)
-        if rows.empty:
+        """One row per stored job with rows: key, failed (a row of it failed), the errors of its failed rows,
+        and the code version that computed it (``unknown`` for rows from before rows carried one)."""
+        scan = scan or self.scan(experiment)
+        files = [scan.parts[k].path.as_posix() for k in sorted(scan.parts) if scan.parts[k].rows]
+        if not files:
             return pd.DataFrame({"key": [], "failed": [], "code_version": [], "errors": []})
-        failed = rows["status"].eq("failed") if "status" in rows else pd.Series(False, index=rows.index)
-        version = rows["code_version"] if "code_version" in rows else pd.Series(None, index=rows.index)
-        frame = pd.DataFrame({"key": rows["key"], "failed": failed,
-                              "code_version": version.fillna(UNKNOWN_VERSION).astype(str)})
-        jobs = (frame.groupby("key", sort=True).agg(failed=("failed", "any"), code_version=("code_version", "first"))
-                .reset_index())
-        error = rows["error"].fillna("").astype(str) if "error" in rows else pd.Series("", index=rows.index)
-        errors = error[failed].groupby(rows.loc[failed, "key"]).agg(lambda e: sorted(set(e)))
-        jobs["errors"] = [errors.get(k, []) for k in jobs["key"]]
+        names = set().union(*(p.schema.names for p in scan.parts.values()))
+        status = "CAST(status AS VARCHAR)" if "status" in names else "NULL"
+        error = "CAST(error AS VARCHAR)" if "error" in names else "''"
+        version = "CAST(code_version AS VARCHAR)" if "code_version" in names else "NULL"
+        failed = f"coalesce({status} = 'failed', false)"
+        sql = (f"SELECT key, bool_or({failed}) AS failed, coalesce(min({version}), '{UNKNOWN_VERSION}') AS "
+               f"code_version, list(DISTINCT coalesce({error}, '')) FILTER (WHERE {failed}) AS errors "
+               f"FROM read_parquet([{', '.join(map(_sql_string, files))}], union_by_name=true) GROUP BY key "
+               "ORDER BY key")
+        con = duckdb.connect()
+        try:
+            jobs = con.execute(sql).df()
+        except duckdb.Error as e:
+            raise StoreError(f"cannot read the status of its jobs ({e})", file=str(self.tables),
+                             field=f"experiment={experiment}") from None
+        finally:
+            con.close()
+        jobs["errors"] = [sorted(e) if isinstance(e, list | np.ndarray) else [] for e in jobs["errors"]]
         return jobs
 
     def write_manifest(self, experiment: str, sweep_key: str, config: dict, keys: list[str]) -> Path:
