@@ -83,7 +83,7 @@ def _examples(rows: pd.DataFrame) -> list[pd.Series]:
     omni = wide[wide["model"] == "omni"].set_index(["channel_id", "gate"])
     both = node.index.intersection(omni.index)
     if len(both) == 0:
-        return [node.reset_index().iloc[0]] if len(node) else []
+        return [node.iloc[0].rename(node.index[0])] if len(node) else []  # named (channel, gate) like the rest
     gain = (omni.loc[both, "err1_inf"] + omni.loc[both, "err1_tau"]) - (node.loc[both, "err1_inf"]
                                                                          + node.loc[both, "err1_tau"])
     typical = (node.loc[both, "err1_inf"] + node.loc[both, "err1_tau"]).sort_values()

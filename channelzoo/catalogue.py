@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -116,7 +117,47 @@ def read_catalogue(path: str | Path) -> pd.DataFrame:
     missing = set(SCHEMA.names) - set(table.column_names)
     if missing:
         raise ZooError(f"catalogue lacks columns {sorted(missing)}", file=str(path), field=sorted(missing)[0])
-    return table.to_pandas()
+    rows = table.to_pandas()
+    check_curves(rows, str(path))
+    return rows
+
+
+# What each sampled curve must satisfy to describe a gate, and how an error says it.
+CURVE_RULES = {
+    "x_inf": (lambda c: (c >= 0) & (c <= 1), "finite, between 0 and 1"),
+    "tau": (lambda c: c > 0, "finite and > 0 ms (a gate with tau 0 or less has no kinetics to fit)"),
+}
+
+
+def _first_bad_curve(curves: pd.Series, ok, expected: str) -> tuple[int, str, int] | None:
+    """(row, what is wrong, how many rows are wrong) for the first unusable curve, or None."""
+    n = len(ICG_GRID_MV)
+    lengths = np.array([-1 if c is None else len(c) for c in curves])
+    bad = np.flatnonzero(lengths != n)
+    if len(bad):
+        return int(bad[0]), f"has {lengths[bad[0]]} values, not one per grid voltage ({n})", len(bad)
+    values = np.stack(curves.to_numpy()).astype(np.float64) if len(curves) else np.empty((0, n))
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(values) & ok(values)
+    bad = np.flatnonzero(~good.all(axis=1))
+    if not len(bad):
+        return None
+    v = values[bad[0]]
+    what = "all zero" if not v.any() else "not finite" if not np.isfinite(v).all() else f"not {expected}"
+    return int(bad[0]), f"{what} at {int((~good[bad[0]]).sum())} of {n} grid voltages; must be {expected}", len(bad)
+
+
+def check_curves(rows: pd.DataFrame, file: str) -> None:
+    """Every gate's x_inf and tau: one finite value per grid voltage, within its range; else a ZooError naming
+    the file, the curve and the first gate at fault."""
+    for name, (ok, expected) in CURVE_RULES.items():
+        found = _first_bad_curve(rows[name], ok, expected)
+        if found:
+            i, problem, count = found
+            row = rows.iloc[i]
+            more = f" ({count} gates in all)" if count > 1 else ""
+            raise ZooError(f"channel {row['channel_id']!r} gate {row['gate']!r}: {name} {problem}{more}",
+                           file=file, field=name)
 
 
 class Zoo:

@@ -8,8 +8,11 @@ and runs nothing twice.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, TextIO
+
+import pandas as pd
 
 from runners.backends import InProcess, Ray
 from runners.progress import Progress
@@ -27,29 +30,55 @@ class SweepSummary:
     ran: int = 0
     failed: int = 0
     wall_time_s: float = 0.0
+    rerun: int = 0  # stored jobs run again (--rerun)
+    failed_kept: int = 0  # stored failed jobs skipped: done, but worth --rerun failed
+
+
+RERUN = ("failed", "stale")
 
 
 def sweep_key(keys: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
 
 
+def code_version(experiment: Experiment) -> str:
+    """The version of the code that computes the experiment's rows, as the experiment declares it."""
+    return str(getattr(experiment, "code_version", "0"))
+
+
+def select(stored: pd.DataFrame, rerun: Collection[str], version: str) -> set[str]:
+    """Keys of stored jobs (``ResultStore.jobs``) to run again: with a failed row ("failed"), computed by
+    another code version than ``version`` ("stale")."""
+    keep = stored["failed"].astype(bool) & ("failed" in rerun)
+    keep |= (stored["code_version"] != version) & ("stale" in rerun)
+    return set(stored.loc[keep, "key"])
+
+
 def run_sweep(experiment: Experiment, config: Any, store: ResultStore, backend: InProcess | Ray | None = None,
-              tracker: MlflowTracker | NoTracker | None = None, stream: TextIO | None = None) -> SweepSummary:
+              tracker: MlflowTracker | NoTracker | None = None, stream: TextIO | None = None,
+              rerun: Collection[str] = ()) -> SweepSummary:
+    """``rerun``: also run stored jobs that "failed" or are "stale"; their new parts replace the old."""
     backend = backend or InProcess()
     tracker = tracker or NoTracker()
+    version = code_version(experiment)
     jobs = experiment.plan(config)
     keys = [j.key for j in jobs]
     key = sweep_key(keys)
     store.write_manifest(experiment.name, key, to_dict(config), keys)
-    done = store.done_keys(experiment.name)
-    todo = [j for j in jobs if j.key not in done]
-    summary = SweepSummary(key, planned=len(jobs), skipped=len(jobs) - len(todo))
+    scan = store.repair(experiment.name)  # bad parts aside, so their jobs run again
+    stored = store.jobs(experiment.name, scan)
+    stored = stored[stored["key"].isin(keys)]
+    again = select(stored, rerun, version)
+    todo = [j for j in jobs if j.key not in scan.parts or j.key in again]
+    summary = SweepSummary(key, planned=len(jobs), skipped=len(jobs) - len(todo), rerun=len(again),
+                           failed_kept=len(select(stored, ["failed"], version) - again))
     tracker.start(experiment.name, key, to_dict(config), len(jobs))
     progress = Progress(experiment.name, len(todo), summary.skipped, stream)
     status = "FAILED"
     try:
         for outcome in backend.map(experiment, todo):
-            store.write(experiment.name, outcome.job.key, outcome.rows, outcome.artifacts)
+            store.write(experiment.name, outcome.job.key, outcome.rows.assign(code_version=version),
+                        outcome.artifacts)
             tracker.log(outcome)
             summary.ran += 1
             summary.failed += not outcome.ok

@@ -118,6 +118,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
             loaded = yaml.safe_load(path.read_text())
         except OSError as e:
             raise ConfigError(f"cannot read ({e.strerror})", file=str(path)) from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"not UTF-8 text (byte {e.start}); a config is YAML text", file=str(path)) from None
         except yaml.YAMLError as e:
             raise ConfigError(f"not valid YAML ({e})", file=str(path)) from None
         if loaded is not None and not isinstance(loaded, Mapping):

@@ -7,7 +7,7 @@ from typing import Any
 
 from runners.backends import InProcess, Ray
 from runners.store import ResultStore
-from runners.sweep import SweepSummary, run_sweep
+from runners.sweep import RERUN, SweepSummary, run_sweep
 from runners.tracking import make_tracker
 from suite.config import ConfigError, load_config, to_dict
 from suite.experiments import get_experiment
@@ -32,6 +32,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--preset", help="a named starting config of the experiment (quick, paper; reduction: heldout)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one config key (repeatable)")
+    run.add_argument("--rerun", action="append", choices=RERUN, default=[],
+                     help="also run the stored jobs that failed, or whose code version is not the current one")
     add_backend_arguments(run)
     run.set_defaults(handler=_run)
 
@@ -59,9 +61,13 @@ def run_one(args: argparse.Namespace, name: str, preset: str | None, path: str |
     backend = make_backend(args)
     print(f"[{name}] {backend.describe()}; config: {to_dict(config)}", flush=True)
     summary = run_sweep(experiment, config, ResultStore(args.results), backend,
-                        make_tracker(args.tracking_uri, args.results))
-    print(f"[{name}] {summary.planned} jobs: {summary.skipped} already done, {summary.ran} ran "
+                        make_tracker(args.tracking_uri, args.results), rerun=getattr(args, "rerun", ()))
+    rerun = f" ({summary.rerun} of them again)" if summary.rerun else ""
+    print(f"[{name}] {summary.planned} jobs: {summary.skipped} already done, {summary.ran} ran{rerun} "
           f"({summary.failed} failed) in {summary.wall_time_s:.1f} s -> {args.results}/tables", flush=True)
+    if summary.failed_kept:
+        print(f"[{name}] {summary.failed_kept} stored failed job(s) count as done; --rerun failed runs them again",
+              flush=True)
     return summary
 
 

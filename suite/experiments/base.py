@@ -65,6 +65,7 @@ class JobResult:
 class Experiment(Protocol):
     name: str
     config_type: type
+    code_version: str  # bump when a change alters the rows: stored rows of another version are stale
 
     def plan(self, config: Any) -> list[Job]: ...
 

@@ -234,6 +234,7 @@ class Recovery:
     """The recovery experiment: plan one job per (target, method); run trains and scores all its runs."""
 
     name = "recovery"
+    code_version = "1"
     config_type = RecoveryConfig
 
     @staticmethod

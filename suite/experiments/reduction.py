@@ -40,7 +40,7 @@ from suite.sim import native
 from suite.sim.cable import Cable, axial_current
 from suite.sim.compartments import Compartments, compartmentalise
 from suite.sim.generated_morphology import pyramidal
-from suite.sim.morphology import MorphologyError, parse_swc
+from suite.sim.morphology import MorphologyError, parse_swc, read_swc_text
 from suite.sim.reduced import AxialODE, ReducedSoma, run_fused
 from suite.train.reduction_fit import ReductionFitConfig, fit_reduced
 
@@ -138,10 +138,9 @@ def morphology_text(config: ReductionConfig) -> str:
     if not config.morphology:
         return ""
     path = shared_root() / CA1_FILE if config.morphology == CA1 else Path(config.morphology)
-    try:
-        return path.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read morphology ({e.strerror})", file=str(path), field="morphology") from None
+    text = read_swc_text(path)
+    parse_swc(text, str(path))  # a bad file stops the command here (exit 2), not every job
+    return text
 
 
 @dataclass
@@ -259,6 +258,7 @@ def _thin(x: np.ndarray) -> list[float]:
 
 class Reduction:
     name = "reduction"
+    code_version = "1"
     config_type = ReductionConfig
 
     def presets(self) -> dict[str, dict[str, Any]]:

@@ -122,6 +122,7 @@ def _icg_best(definition: str) -> dict[str, Any] | None:
 
 class ZooFit:
     name = "zoo-fit"
+    code_version = "1"
     config_type = ZooFitConfig
 
     def presets(self) -> dict[str, dict[str, Any]]:

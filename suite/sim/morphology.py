@@ -21,6 +21,8 @@ from channelzoo.errors import ZooError
 SOMA, AXON, BASAL, APICAL = 1, 2, 3, 4
 REGIONS: dict[int, str] = {SOMA: "soma", AXON: "axon", BASAL: "basal", APICAL: "apical"}
 OTHER_REGION = "basal"  # custom SWC types (5+) and undefined (0) count as dendrite
+MAX_COORD_UM = 1e7  # 10 m: beyond any neuron; larger values overflow lengths and areas
+MIN_RADIUS_UM = 1e-3  # 1 nm, a fifth of a membrane's thickness: below it areas underflow to nothing
 
 
 class MorphologyError(ZooError):
@@ -61,14 +63,24 @@ class Morphology:
         return path
 
 
-def read_swc(path: str | Path) -> Morphology:
-    """The morphology in SWC file ``path``; a MorphologyError names the file and line otherwise."""
+def read_swc_text(path: str | Path) -> str:
+    """The text of SWC file ``path``; a MorphologyError if it cannot be read or is not UTF-8 text."""
     path = Path(path)
     try:
-        text = path.read_text()
+        blob = path.read_bytes()
     except OSError as e:
         raise MorphologyError(f"cannot read ({e.strerror})", file=str(path)) from None
-    return parse_swc(text, str(path))
+    try:
+        return blob.decode()
+    except UnicodeDecodeError as e:
+        line = blob.count(b"\n", 0, e.start) + 1
+        raise MorphologyError(f"not UTF-8 text (byte {e.start} is {blob[e.start:e.start + 1]!r}); SWC is text",
+                              file=str(path), field=f"line {line}") from None
+
+
+def read_swc(path: str | Path) -> Morphology:
+    """The morphology in SWC file ``path``; a MorphologyError names the file and line otherwise."""
+    return parse_swc(read_swc_text(path), str(path))
 
 
 def parse_swc(text: str, source: str = "<string>") -> Morphology:
@@ -98,6 +110,12 @@ def parse_swc(text: str, source: str = "<string>") -> Morphology:
         if r <= 0:
             raise MorphologyError(f"radius must be positive (a zero-diameter cable has infinite axial "
                                   f"resistance), got {r:g}", file=source, field=f"line {lineno}")
+        if r < MIN_RADIUS_UM:
+            raise MorphologyError(f"radius {r:g} um is below {MIN_RADIUS_UM:g} um (1 nm): not a neurite",
+                                  file=source, field=f"line {lineno}")
+        if max(abs(x), abs(y), abs(z), r) > MAX_COORD_UM:
+            raise MorphologyError(f"coordinate or radius beyond {MAX_COORD_UM:g} um (10 m): {raw!r}", file=source,
+                                  field=f"line {lineno}")
         if ident < 0:
             raise MorphologyError(f"id must be non-negative, got {ident}", file=source, field=f"line {lineno}")
         rows.append((ident, kind, x, y, z, r, parent))
