@@ -40,7 +40,7 @@ def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
 
 
 class ResultStore:
-    """``root/tables/experiment=NAME/part-KEY.parquet`` and ``root/artifacts/NAME/KEY/FILE``."""
+    """``root/tables/experiment=NAME/part-KEY.parquet``, ``root/artifacts/NAME/KEY/FILE``, ``root/models/NAME/KEY/``."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -52,6 +52,12 @@ class ResultStore:
     def artifact_dir(self, experiment: str, key: str) -> Path:
         return self.root / "artifacts" / experiment / key
 
+    def artifact_path(self, experiment: str, key: str, name: str) -> Path:
+        """A job's artifact file; those named ``models/...`` are model files, under ``root/models/NAME/KEY/``."""
+        if name.startswith("models/"):
+            return self.root / "models" / experiment / key / name.removeprefix("models/")
+        return self.artifact_dir(experiment, key) / name
+
     def done_keys(self, experiment: str) -> set[str]:
         folder = self.tables / f"experiment={experiment}"
         return {p.stem.removeprefix("part-") for p in folder.glob("part-*.parquet")}
@@ -62,7 +68,7 @@ class ResultStore:
     def write(self, experiment: str, key: str, rows: pd.DataFrame, artifacts: dict[str, bytes] | None = None) -> Path:
         """Artifacts first, the part last: a part on disk means the whole job is stored."""
         for name, blob in (artifacts or {}).items():
-            _atomic_write(self.artifact_dir(experiment, key) / name, lambda tmp, b=blob: Path(tmp).write_bytes(b))
+            _atomic_write(self.artifact_path(experiment, key, name), lambda tmp, b=blob: Path(tmp).write_bytes(b))
         table = pa.Table.from_pandas(rows.drop(columns=["experiment"], errors="ignore"), preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), _VERSION_KEY: str(SCHEMA_VERSION)})
         path = self.part_path(experiment, key)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from channelzoo.errors import InputError
-from suite.cli import figures, reproduce, results, run, zoo
+from suite.cli import figures, model, reproduce, results, run, zoo
 
 EXIT_BAD_INPUT = 2
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     figures.register(commands)
     results.register(commands)
     reproduce.register(commands)
+    model.register(commands)
     return parser
 
 
