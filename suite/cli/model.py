@@ -64,16 +64,16 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from suite.models.recovered import RecoveredGate  # torch and the simulators only when simulating
+    from suite.models.simulate import simulator  # torch and the simulators only when simulating
     from suite.models.stimulus import parse_stimulus
 
     if not np.isfinite(args.t_stop) or args.t_stop <= 0:
         raise InputError(f"must be a positive number of ms, got {args.t_stop}", field="--t-stop")
-    model = RecoveredGate(load_model(resolve(args.model, args.results)))
+    model = simulator(load_model(resolve(args.model, args.results)))
     stimulus = parse_stimulus(args.stimulus, model.density)
     v_model = model.simulate(stimulus, args.t_stop).numpy()
     v_ref = model.reference(stimulus, args.t_stop).numpy()
-    record_dt = float(model.sim["record_dt"])
+    record_dt = float(model.record_dt)
     t = np.arange(len(v_model)) * record_dt
     i_stim = stimulus.profile(record_dt, args.t_stop)[0].numpy()
     trace = pd.DataFrame({"t": t, "i_stim": np.append(i_stim, i_stim[-1:])[:len(t)], "v_model": v_model,

@@ -26,10 +26,10 @@ import torch
 
 from channelzoo.models import CellModel, get_model
 from suite.config import ConfigError, require, require_choice
-from suite.experiments.base import Job, JobResult, package_version
+from suite.experiments.base import Job, JobResult
 from suite.gates import NeuralGateEnsemble
 from suite.gates.neural import ACTIVATIONS
-from suite.models.files import MODELS_ARTIFACT, SavedModel, relative_model_file
+from suite.models.files import SavedModel, model_artifacts
 from suite.models.neural_gate import INPUT_NORMALISATION, architecture, member_tensors
 from suite.sim import kernel
 from suite.sim.kernel import GateLayout
@@ -262,14 +262,7 @@ class Recovery:
             rows, models = train_target(config, job.payload["target"], job.payload["method"])
         finally:
             torch.set_num_threads(threads)
-        artifacts: dict[str, bytes] = {}
-        files = []
-        for name, saved in models.items():
-            saved.spec.update(experiment=self.name, job_key=job.key, code_version=getattr(self, "code_version", None),
-                              package_version=package_version())
-            artifacts.update({f"{MODELS_ARTIFACT}/{f}": b for f, b in saved.to_bytes(name).items()})
-            files.append(relative_model_file(self.name, job.key, name))
-        rows["model_file"] = files
+        artifacts, rows["model_file"] = model_artifacts(self.name, job.key, models, getattr(self, "code_version", None))
         return JobResult(rows, artifacts=artifacts, device="cpu")
 
 

@@ -29,6 +29,10 @@ def load_checked(path: str | Path) -> SavedModel:
     saved = load_model(path)
     if saved.kind == "recovered_gate":
         gate_from_model(saved)
+    elif saved.kind == "reduced_hybrid":
+        from suite.models.reduced import axial_from_model
+
+        axial_from_model(saved)
     return saved
 
 

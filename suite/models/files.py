@@ -63,6 +63,22 @@ def relative_model_file(experiment: str, key: str, name: str) -> str:
     return f"{MODELS_ARTIFACT}/{experiment}/{key}/{name}{SPEC_SUFFIX}"
 
 
+def model_artifacts(experiment: str, key: str, models: dict[str, SavedModel],
+                    code_version: str | None) -> tuple[dict[str, bytes], list[str]]:
+    """A job's models as store artifacts (``models/NAME.json``, ``models/NAME.safetensors``) with their
+    provenance stamped in, and each one's file as a result row references it (in the order given)."""
+    from suite.experiments.base import package_version
+
+    artifacts: dict[str, bytes] = {}
+    files = []
+    for name, saved in models.items():
+        saved.spec.update(experiment=experiment, job_key=key, code_version=code_version,
+                          package_version=package_version())
+        artifacts.update({f"{MODELS_ARTIFACT}/{f}": b for f, b in saved.to_bytes(name).items()})
+        files.append(relative_model_file(experiment, key, name))
+    return artifacts, files
+
+
 def check_tensors_dtype(tensors: dict[str, torch.Tensor]) -> None:
     for k, v in tensors.items():
         if v.dtype not in _DTYPES:

@@ -82,38 +82,57 @@ def _sum(target: str, first: str, terms: list[tuple[float, str]]) -> list[str]:
     return lines or [f"{target} = {first}"]
 
 
-def mlp_statements(saved: SavedModel, prefix: str = "gate.") -> tuple[list[str], list[str]]:
-    """(LOCAL names, statements) computing ``o1`` and ``o2`` from ``v``: the network of ``saved``, unrolled."""
-    gate = gate_from_model(saved, prefix, dtype=torch.float64).requires_grad_(False)
-    norm = require_field(saved, "input_normalisation")
-    arch = require_field(saved, "architecture")
-    if gate.activation not in _ACTIVATIONS:
-        raise InputError(f"activation {gate.activation} has no NMODL translation yet", file=str(saved.path),
-                         field="architecture.activation")
-    act = _ACTIVATIONS[gate.activation]
-    eps = float(arch.get("layer_norm_eps", 1e-5))
-    width = gate.width
-    names = ["u", "mu", "s2", "o1", "o2"]
-    lines = [f"u = (v - ({_num(norm['center_mv'])}))/{_num(norm['half_range_mv'])}"]
-    previous = ["u"]
-    for layer in range(gate.depth):
-        w = gate.weights[layer][0]  # [fan_in, width]
-        b, g, beta = gate.biases[layer][0, 0], gate.ln_weights[layer][0, 0], gate.ln_biases[layer][0, 0]
-        pre = [f"a{layer}_{j}" for j in range(width)]
-        post = [f"h{layer}_{j}" for j in range(width)]
+Layer = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]  # W [in, out], b, LN w, LN b
+
+
+def mlp_lines(inputs: list[str], layers: list[Layer], activation: str, eps: float,
+              outputs: list[str]) -> tuple[list[str], list[str]]:
+    """(LOCAL names, statements) of an MLP unrolled: hidden layers Linear -> LayerNorm -> activation (as
+    ``suite.gates`` and ``suite.sim.reduced`` compute them), then a linear layer into ``outputs``."""
+    if activation not in _ACTIVATIONS:
+        raise InputError(f"activation {activation} has no NMODL translation yet", field="architecture.activation")
+    act = _ACTIVATIONS[activation]
+    names = ["mu", "s2", *outputs]
+    lines: list[str] = []
+    previous = inputs
+    for layer, (w, b, g, beta) in enumerate(layers):
+        last = layer == len(layers) - 1
+        pre = outputs if last else [f"a{layer}_{j}" for j in range(w.shape[1])]
+        for j, target in enumerate(pre):
+            lines += _sum(target, _num(b[j]), [(float(w[i, j]), x) for i, x in enumerate(previous)])
+        if last:
+            break
+        post = [f"h{layer}_{j}" for j in range(w.shape[1])]
         names += pre + post
-        for j in range(width):
-            lines += _sum(pre[j], _num(b[j]), [(float(w[i, j]), x) for i, x in enumerate(previous)])
+        width = len(pre)
         lines += _sum("mu", "0", [(1.0, x) for x in pre]) + [f"mu = mu/{width}"]
         lines += _sum("s2", "0", [(1.0, f"({x} - mu)*({x} - mu)") for x in pre]) + [f"s2 = s2/{width}"]
         for j in range(width):
             x = f"({pre[j]} - mu)/sqrt(s2 + {_num(eps)})*{_num(g[j])} + ({_num(beta[j])})"
             lines.append(f"{post[j]} = " + act.format(x=x))
         previous = post
-    w_out, b_out = gate.out_weight[0], gate.out_bias[0, 0]
-    for k, o in enumerate(("o1", "o2")):
-        lines += _sum(o, _num(b_out[k]), [(float(w_out[i, k]), x) for i, x in enumerate(previous)])
     return names, lines
+
+
+def _local(names: list[str], ind: str) -> str:
+    """One LOCAL statement over several lines (NMODL caps a line's length)."""
+    return f"{ind}LOCAL " + f",\n{ind}{ind}".join(", ".join(names[i:i + 12]) for i in range(0, len(names), 12))
+
+
+def _input_line(saved: SavedModel) -> str:
+    norm = require_field(saved, "input_normalisation")
+    return f"u = (v - ({_num(norm['center_mv'])}))/{_num(norm['half_range_mv'])}"
+
+
+def mlp_statements(saved: SavedModel, prefix: str = "gate.") -> tuple[list[str], list[str]]:
+    """(LOCAL names, statements) computing ``o1`` and ``o2`` from ``v``: the gate network of ``saved``, unrolled."""
+    gate = gate_from_model(saved, prefix, dtype=torch.float64).requires_grad_(False)
+    eps = float(require_field(saved, "architecture").get("layer_norm_eps", 1e-5))
+    layers: list[Layer] = [(gate.weights[k][0], gate.biases[k][0, 0], gate.ln_weights[k][0, 0],
+                            gate.ln_biases[k][0, 0]) for k in range(gate.depth)]
+    layers.append((gate.out_weight[0], gate.out_bias[0, 0], None, None))
+    names, lines = mlp_lines(["u"], layers, gate.activation, eps, ["o1", "o2"])
+    return ["u", *names], [_input_line(saved), *lines]
 
 
 def mechanism_name(saved: SavedModel) -> str:
@@ -171,8 +190,7 @@ def recovered_channel_nmodl(saved: SavedModel) -> str:
     out += ["DERIVATIVE states {", f"{ind}rates(v)"] + [f"{ind}{n}' = ({n}inf - {n})/{n}tau" for n in gates]
     out += ["}", "", "PROCEDURE rates(v (mV)) {"] + ([f"{ind}LOCAL a, b"] if others else []) + [f"{ind}learned(v)"]
     out += [f"{ind}{s}" for g in others for s in _mechanistic(g)]
-    local_lines = [", ".join(names[i:i + 12]) for i in range(0, len(names), 12)]  # NMODL caps a line's length
-    out += ["}", "", "PROCEDURE learned(v (mV)) {", f"{ind}LOCAL " + f",\n{ind}{ind}".join(local_lines),
+    out += ["}", "", "PROCEDURE learned(v (mV)) {", _local(names, ind),
             f"{ind}TABLE {learned}inf, {learned}tau FROM {_num(v_min)} TO {_num(v_max)} WITH {nodes}"]
     out += [f"{ind}{s}" for s in mlp]
     out += [f"{ind}{learned}inf = 1/(1 + exp(-o1))", f"{ind}{learned}tau = exp(o2)", "}", ""]

@@ -41,6 +41,7 @@ class RecoveredGate:
         self.theta = torch.tensor(values, dtype=F64).unsqueeze(0)
         self.sim = require_field(saved, "simulation")
         self.current = require_field(saved, "training.current")
+        self.record_dt = float(self.sim["record_dt"])
 
     def density(self, value: float) -> float:
         """A current in the unit the model was trained in (``training.current.unit``) as uA/cm2."""
