@@ -15,6 +15,7 @@ from suite.cli import main
 from suite.config import load_config
 from suite.experiments import get_experiment
 from suite.gates import NeuralGateEnsemble
+from suite.models.catalog import model_table
 from suite.models.files import ModelFileError, SavedModel, load_model, save_model
 from suite.models.neural_gate import architecture, gate_from_model, member_tensors
 
@@ -89,8 +90,6 @@ def test_recovery_saves_each_runs_gate_and_its_row_references_it(recovery_result
 
 
 def test_model_list_is_a_table_of_what_is_stored(recovery_results: Path, capsys: pytest.CaptureFixture) -> None:
-    from suite.models.catalog import model_table
-
     table = model_table(recovery_results)
     assert len(table) == 6 and set(table["kind"]) == {"recovered_gate"}
     assert {"metric_rmse", "job_key", "sigma_v", "seed", "size_bytes"} <= set(table.columns)
@@ -133,3 +132,50 @@ def test_a_csv_stimulus_drives_the_model(recovery_results: Path, tmp_path: Path)
                  "--t-stop", "30", "--out", str(out)]) == 0
     trace = pd.read_parquet(out)
     assert len(trace) == 301 and trace["v_reference"].max() > 0  # the reference spikes under 15 pA
+
+
+REDUCED_CHEAP = ["morphology=", "n_latents=[1, 2]", "widths=[8]", "seeds=[0]", "teacher_steps=20",
+                 "closed_steps=[5, 5, 5]", "neuron=false"]
+
+
+@pytest.fixture(scope="module")
+def reduction_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The hybrid job of a tiny reduction config (generated cell), stored as a sweep stores it."""
+    from runners.outcome import run_job
+
+    root = tmp_path_factory.mktemp("results")
+    exp = get_experiment("reduction")
+    job = next(j for j in exp.plan(load_config(exp.config_type, None, REDUCED_CHEAP)) if j.payload["kind"] == "hybrid")
+    outcome = run_job(exp, job, "cpu")
+    assert outcome.ok
+    ResultStore(root).write("reduction", job.key, outcome.rows, outcome.artifacts)
+    return root
+
+
+def test_reduction_saves_each_hybrid_and_simulate_replays_its_training_trace(reduction_results: Path,
+                                                                             tmp_path: Path) -> None:
+    rows = ResultStore(reduction_results).read("reduction")
+    assert len(rows) == 2 and rows["model_file"].nunique() == 2
+    for _, row in rows.iterrows():
+        saved = load_model(reduction_results / row["model_file"])
+        assert saved.kind == "reduced_hybrid" and saved.spec["architecture"]["n_latents"] == row["n_latents"]
+        assert saved.spec["metrics"]["rmse_train"] == pytest.approx(row["rmse_train"])
+        out = tmp_path / "trace.parquet"
+        assert main(["--results", str(reduction_results), "model", "simulate", row["model_file"], "--stimulus",
+                     "step:0.65,10,50", "--t-stop", "70", "--out", str(out)]) == 0
+        trace = pd.read_parquet(out)
+        assert np.array_equal(trace["v_model"].to_numpy(), np.asarray(row["v_train"]))
+        assert np.isfinite(trace["v_reference"]).all() and len(trace) == 701
+    table = model_table(reduction_results)
+    assert set(table["kind"]) == {"reduced_hybrid"} and "metric_rmse_train" in table
+
+
+def test_a_hybrid_whose_weights_do_not_fit_its_architecture_is_refused(reduction_results: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    path = reduction_results / ResultStore(reduction_results).read("reduction")["model_file"].iloc[0]
+    spec = json.loads(path.read_text())
+    spec["architecture"]["width"] = 16
+    bad = path.with_name("bad.json")
+    bad.write_text(json.dumps(spec))
+    assert main(["--results", str(reduction_results), "model", "show", str(bad)]) == 2
+    assert "architecture.width" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Exported learned channels in NEURON: they compile with nrnivmodl and reproduce our simulator's trace.
+"""Exported learned models in NEURON: they compile with nrnivmodl and reproduce our simulators' traces.
 
 Both sides evaluate the saved network exactly (NEURON with ``usetable_SUFFIX = 0``, ours with the network as
 the gate module of ``suite.sim.single``) with the same scheme: fixed dt 0.025 ms, backward-Euler voltage
@@ -9,6 +9,7 @@ conductance off plus the exported K channel, in the paper's 1 um x 10 um cylinde
 import io
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,61 @@ def test_the_exported_k_gate_in_neuron_matches_our_simulator(exported: tuple, am
 
 def test_export_and_compile_take_under_30_s(exported: tuple) -> None:
     assert exported[2] < 30.0
+
+
+# -- the reduced hybrid: its learned axial current and latents as a NONSPECIFIC_CURRENT with STATEs -------------------
+REDUCED_CHEAP = ["n_latents=[2]", "widths=[8]", "seeds=[0]", "teacher_steps=40", "closed_steps=[10, 10, 10]",
+                 "neuron=false"]
+
+
+@pytest.fixture(scope="module")
+def exported_hybrid(tmp_path_factory: pytest.TempPathFactory) -> tuple[SavedModel, object]:
+    """A cheaply trained hybrid of the CA1 cell (the generated one without ../shared), exported and loaded."""
+    from conftest import SHARED
+    from neuron import h
+
+    from runners.outcome import run_job
+
+    root = tmp_path_factory.mktemp("results")
+    morphology = "ca1" if (SHARED / "data" / "morphologies").is_dir() else ""
+    exp = get_experiment("reduction")
+    config = load_config(exp.config_type, None, [f"morphology={morphology}", *REDUCED_CHEAP])
+    job = next(j for j in exp.plan(config) if j.payload["kind"] == "hybrid")
+    outcome = run_job(exp, job, "cpu")
+    assert outcome.ok, outcome.rows["error"].iloc[0]
+    ResultStore(root).write("reduction", job.key, outcome.rows, outcome.artifacts)
+    saved = load_model(root / outcome.rows["model_file"].iloc[0])
+    mod = export_nmodl(saved, root / "mod")[0]
+    subprocess.run(["nrnivmodl"], cwd=mod.parent, check=True, capture_output=True)
+    lib = next(iter(mod.parent.glob("*/libnrnmech.so")), None) or next(mod.parent.glob("*/.libs/libnrnmech.so"))
+    h.nrn_load_dll(str(lib))
+    return saved, mod.stem
+
+
+def test_the_exported_hybrid_in_neuron_matches_ours_over_the_training_stimulus(exported_hybrid: tuple,
+                                                                               tmp_path: Path) -> None:
+    """NEURON: a soma of the trained area (one-point SWC soma, Pospischil .mod channels) with the exported axial
+    mechanism; ours: ``ReducedSoma.simulate`` (exact rates, the kernel's reference). Same step, fixed dt."""
+    from suite.models.reduced import ReducedHybrid
+    from suite.sim.neuron_cable import build_cell
+
+    saved, suffix = exported_hybrid
+    hybrid = ReducedHybrid(saved)
+    c, area = hybrid.config, float(saved.spec["plugs_into"]["area_um2"])
+    swc = tmp_path / "soma.swc"
+    swc.write_text(f"1 1 0 0 0 {float(np.sqrt(area / (4 * np.pi)))!r} -1\n")
+    cell = build_cell(swc, hybrid.setup.channels, ra=c.ra, cm=c.cm, nseg=1)
+    try:
+        assert cell.soma.area() == pytest.approx(area, rel=1e-9)
+        cell.soma.sec.insert(suffix)
+        scale = float(saved.tensors["stim_scale"][0])
+        theirs, _ = cell.run(scale * c.amplitude, c.stim_start, c.stim_stop - c.stim_start, c.t_stop, c.dt,
+                             c.v_init, celsius=c.temperature)
+    finally:
+        cell.close()
+    stim = StepCurrent(torch.tensor([c.amplitude], dtype=torch.float64), c.stim_start, c.stim_stop)
+    with torch.no_grad():
+        ours = hybrid.hybrid.simulate(stim.sample(c.dt, round(c.t_stop / c.dt)).T, c.dt, v0=c.v_init).v[0, 0].numpy()
+    assert theirs.shape == ours.shape == (round(c.t_stop / c.dt) + 1,)
+    assert (ours > 0).any(), "the hybrid should spike under the training step"
+    assert np.abs(theirs - ours).max() <= 0.05  # acceptance: 0.5 mV; measured 0.0043 mV (CA1, six spikes)

@@ -25,6 +25,7 @@ from channelzoo.gates import AlphaBeta, Gate, InfTau, Rate
 from channelzoo.models import get_model
 from suite.models.files import ModelFileError, SavedModel, require_field
 from suite.models.neural_gate import gate_from_model
+from suite.sim.reduced import AXIAL_SCALE_NA, LATENT_RATE_PER_MS
 
 _IONS = {"K": "k", "Na": "na"}
 _ACTIVATIONS = {"tanh": "tanh({x})", "silu": "({x})/(1 + exp(-({x})))", "softplus": "log(1 + exp({x}))",
@@ -199,13 +200,73 @@ def recovered_channel_nmodl(saved: SavedModel) -> str:
     return "\n".join(out)
 
 
+def reduced_hybrid_nmodl(saved: SavedModel) -> tuple[str, str]:
+    """(suffix, .mod text) of a reduced hybrid's learned axial current with its latent states.
+
+    The step is ours: I_ax and dz/dt are evaluated once per step BEFORE BREAKPOINT at (v, z) of the step's
+    start; the current enters as a constant (no dI/dV: explicit, like ours), and z takes an explicit Euler
+    step in the SOLVE procedure. The soma's own channels, capacitance and the stimulus (scaled by
+    ``stim_scale`` of the spec's tensors) are the user's, as in the model it plugs into.
+    """
+    from suite.models.reduced import axial_from_model
+
+    axial, _ = axial_from_model(saved)
+    axial.requires_grad_(False)
+    arch = require_field(saved, "architecture")
+    area = float(require_field(saved, "plugs_into.area_um2"))
+    nz = int(arch["n_latents"])
+    suffix = f"hb_axial_{str(require_field(saved, 'weights.sha256'))[:8]}"
+    z = [f"z{k + 1}" for k in range(nz)]
+    layers: list[Layer] = []
+    for k in range(axial.depth + 1):
+        w, b = axial.weights[k][0], axial.biases[k][0, 0]
+        if k == 0:
+            w = w[:1 + nz]  # the masked latent slots are zero inputs
+        if k == axial.depth:
+            w, b = w[:, :1 + nz], b[:1 + nz]
+            layers.append((w.double(), b.double(), None, None))
+        else:
+            layers.append((w.double(), b.double(), axial.ln_weights[k][0, 0].double(),
+                           axial.ln_biases[k][0, 0].double()))
+    outputs = ["o0", *(f"o{k + 1}" for k in range(nz))]
+    names, lines = mlp_lines(["u", *z], layers, axial.activation, float(arch.get("layer_norm_eps", 1e-5)), outputs)
+    ind = "    "
+    out = [f": {suffix}: the learned axial current of a reduced hybrid ({nz} latent states), by hybridbench",
+           f": (model file {Path(str(saved.path)).name}, job {saved.spec.get('job_key')}, "
+           f"code version {saved.spec.get('code_version')}); trained on a soma of area {area:g} um2.",
+           f": I_ax = {AXIAL_SCALE_NA:g} nA * o0 and dz_k/dt = {LATENT_RATE_PER_MS:g}/ms * o_k, (o0, o...) = "
+           "MLP(u, z), u = (v - c)/r;",
+           ": evaluated once per step at its start (explicit, as trained). Insert it in a soma of that area with "
+           "the cell's own channels; scale the stimulus by stim_scale.",
+           "", "NEURON {", f"{ind}SUFFIX {suffix}", f"{ind}NONSPECIFIC_CURRENT i", f"{ind}RANGE iax, area_um2", "}",
+           "", "UNITS {", f"{ind}(mV) = (millivolt)", f"{ind}(mA) = (milliamp)", f"{ind}(nA) = (nanoamp)",
+           f"{ind}(um) = (micron)", "}", "",
+           "PARAMETER {", f"{ind}area_um2 = {_num(area)} (um2)", "}", "",
+           "ASSIGNED {", f"{ind}v (mV)", f"{ind}i (mA/cm2)", f"{ind}iax (nA)"] + [f"{ind}d{n} (/ms)" for n in z]
+    out += ["}", "", "STATE { " + " ".join(z) + " }" if z else "", "",
+            "INITIAL {"] + [f"{ind}{n} = 0" for n in z] + [f"{ind}forward(v)", "}", "",
+            "BEFORE BREAKPOINT {", f"{ind}forward(v)", "}", "",
+            "BREAKPOINT {", f"{ind}SOLVE advance", f"{ind}i = -iax/(area_um2*(0.01))", "}", "",
+            "PROCEDURE advance() {"] + [f"{ind}{n} = {n} + dt*d{n}" for n in z] + ["}", ""]
+    out += ["PROCEDURE forward(v (mV)) {", _local(["u", *names], ind), f"{ind}{_input_line(saved)}"]
+    out += [f"{ind}{s}" for s in lines]
+    out += [f"{ind}iax = {_num(AXIAL_SCALE_NA)}*o0"] + [f"{ind}d{n} = {_num(LATENT_RATE_PER_MS)}*o{k + 1}"
+                                                        for k, n in enumerate(z)]
+    out += ["}", ""]
+    return suffix, "\n".join(out)
+
+
 def export_nmodl(saved: SavedModel, out_dir: str | Path) -> list[Path]:
-    """Write the model's mechanism(s) into ``out_dir``; returns the .mod files written."""
-    if saved.kind != "recovered_gate":
-        raise InputError(f"NMODL export of a {saved.kind} is not supported yet", file=str(saved.path), field="kind")
-    text = recovered_channel_nmodl(saved)
+    """Write the model's mechanism into ``out_dir``; returns the .mod files written."""
+    if saved.kind == "recovered_gate":
+        suffix, text = mechanism_name(saved), recovered_channel_nmodl(saved)
+    elif saved.kind == "reduced_hybrid":
+        suffix, text = reduced_hybrid_nmodl(saved)
+    else:
+        raise InputError(f"NMODL export of a {saved.kind} is not supported (export one of its gates as a recovered "
+                         "gate instead)", file=str(saved.path), field="kind")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{mechanism_name(saved)}.mod"
+    path = out / f"{suffix}.mod"
     path.write_text(text)
     return [path]
