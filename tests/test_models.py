@@ -179,3 +179,28 @@ def test_a_hybrid_whose_weights_do_not_fit_its_architecture_is_refused(reduction
     bad.write_text(json.dumps(spec))
     assert main(["--results", str(reduction_results), "model", "show", str(bad)]) == 2
     assert "architecture.width" in capsys.readouterr().err
+
+
+def test_zoo_fit_saves_its_ensembles_listed_shown_and_reloaded(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from channelzoo.grid import ICG_GRID_MV
+    from suite.experiments.zoo_fit import ZooFit, ZooFitConfig
+    from suite.models.catalog import ensemble_from_model
+
+    config = ZooFitConfig(zoo_n=20, max_gates=6, gates_per_job=6, steps_per_stage=5, stages=1,
+                          models=("node", "sm1"), seeds=2)
+    store = ResultStore(tmp_path)
+    run_sweep(ZooFit(), config, store, stream=io.StringIO())
+    table = model_table(tmp_path)
+    assert sorted(table["model"].str.rsplit("/", n=1).str[-1]) == ["ensemble-node.json", "ensemble-sm1.json"]
+    assert (table["metric_gates"] == 12).all()
+    rows = store.read("zoo-fit")
+    for model_file, job_rows in rows.groupby("model_file"):
+        assert main(["--results", str(tmp_path), "model", "show", model_file]) == 0
+        saved = load_model(tmp_path / model_file)
+        ensemble = ensemble_from_model(saved)
+        v = torch.tensor(ICG_GRID_MV, dtype=torch.float32).expand(12, -1)
+        with torch.no_grad():
+            inf, _ = ensemble(v)
+        expected = np.stack(job_rows.sort_values("model_member")["fit_inf"].to_numpy())
+        np.testing.assert_allclose(inf.double().numpy(), expected, atol=1e-5)
+    assert "gate_ensemble" in capsys.readouterr().out

@@ -6,8 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from suite.models.files import MODELS_ARTIFACT, SPEC_SUFFIX, ModelFileError, SavedModel, load_model, read_spec
+from suite.models.files import (
+    MODELS_ARTIFACT,
+    SPEC_SUFFIX,
+    ModelFileError,
+    SavedModel,
+    load_model,
+    read_spec,
+    require_field,
+)
 from suite.models.neural_gate import gate_from_model
 
 COLUMNS = ("model", "kind", "experiment", "job_key", "plugs_into", "code_version", "package_version", "size_bytes")
@@ -33,7 +42,30 @@ def load_checked(path: str | Path) -> SavedModel:
         from suite.models.reduced import axial_from_model
 
         axial_from_model(saved)
+    elif saved.kind == "gate_ensemble":
+        ensemble_from_model(saved)
     return saved
+
+
+def ensemble_from_model(saved: SavedModel) -> torch.nn.Module:
+    """A zoo-fit ensemble (neural or expert gates, one member per row of its job) with the file's weights."""
+    from suite.gates import make_model
+
+    arch = dict(require_field(saved, "architecture"))
+    kind, size = arch.pop("type", None), arch.pop("size", None)
+    arch.pop("outputs", None)
+    dtype = next(iter(saved.tensors.values())).dtype
+    if kind != "node":  # expert forms start from data: any smooth curve will do, the weights replace the start
+        v = torch.tensor(require_field(saved, "plugs_into.grid_mv"), dtype=dtype)
+        arch.update(v_grid=v, inf_target=(0.5 + 0.4 * torch.tanh(v / 20)).expand(int(size or 1), -1),
+                    tau_target=(2.0 + torch.tanh(v / 30)).expand(int(size or 1), -1))
+    try:
+        model = make_model(str(kind), int(size), dtype=dtype, **arch)
+        model.load_state_dict(saved.tensors)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ModelFileError(f"the weights do not fit the architecture: {str(e).splitlines()[-1].strip()}",
+                             file=str(saved.path), field="architecture") from None
+    return model
 
 
 def model_table(results: str | Path) -> pd.DataFrame:
