@@ -162,3 +162,17 @@ def test_the_exported_hybrid_in_neuron_matches_ours_over_the_training_stimulus(e
     assert theirs.shape == ours.shape == (round(c.t_stop / c.dt) + 1,)
     assert (ours > 0).any(), "the hybrid should spike under the training step"
     assert np.abs(theirs - ours).max() <= 0.05  # acceptance: 0.5 mV; measured 0.0043 mV (CA1, six spikes)
+
+
+def test_the_documented_two_compartment_example_runs_on_an_exported_model(exported: tuple, tmp_path: Path) -> None:
+    """docs/models.md's example, as a NEURON user runs it: a fresh process, the compiled folder, the model file."""
+    import sys
+
+    saved = exported[0]
+    script = Path(__file__).resolve().parents[1] / "docs" / "examples" / "two_compartments_learned_k.py"
+    mech_dir = saved.path.parents[3] / "mod"
+    done = subprocess.run([sys.executable, str(script), str(mech_dir), str(saved.path), "15"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "spikes at the soma" in done.stdout
+    assert len((tmp_path / "two_compartments.csv").read_text().splitlines()) == 1 + 4001
