@@ -204,3 +204,23 @@ def test_zoo_fit_saves_its_ensembles_listed_shown_and_reloaded(tmp_path: Path, c
         expected = np.stack(job_rows.sort_values("model_member")["fit_inf"].to_numpy())
         np.testing.assert_allclose(inf.double().numpy(), expected, atol=1e-5)
     assert "gate_ensemble" in capsys.readouterr().out
+
+
+def test_export_writes_one_mechanism_with_the_network_written_out(recovery_results: Path, tmp_path: Path) -> None:
+    model = ResultStore(recovery_results).read("recovery")["model_file"].iloc[0]
+    assert main(["--results", str(recovery_results), "model", "export", model, "--to", "nmodl", "--out",
+                 str(tmp_path / "mod")]) == 0
+    (mod,) = (tmp_path / "mod").glob("*.mod")
+    text = mod.read_text()
+    assert mod.stem.startswith("hb_hh_k_n_") and f"SUFFIX {mod.stem}" in text
+    assert "USEION k READ ek WRITE ik" in text and "g = gbar*n*n*n*n" in text
+    assert "TABLE ninf, ntau FROM -100.0 TO 60.0 WITH 160" in text
+    assert text.count("tanh(") == 2 * 32  # every hidden unit of both layers
+
+
+def test_a_gate_ensemble_is_not_exported_but_refused_with_exit_2(tmp_path: Path) -> None:
+    ens = NeuralGateEnsemble(2, width=4, depth=1)
+    path = save_model(SavedModel({"kind": "gate_ensemble", "architecture": {"type": "node"}}, ens.state_dict()),
+                      tmp_path, "ensemble")
+    assert main(["model", "export", str(path), "--out", str(tmp_path / "mod")]) == 2
+    assert not (tmp_path / "mod").exists()

@@ -176,3 +176,46 @@ def test_the_documented_two_compartment_example_runs_on_an_exported_model(export
     assert done.returncode == 0, done.stderr
     assert "spikes at the soma" in done.stdout
     assert len((tmp_path / "two_compartments.csv").read_text().splitlines()) == 1 + 4001
+
+
+def test_a_learned_na_m_gate_keeps_its_channels_mechanistic_h_in_neuron(tmp_path_factory: pytest.TempPathFactory
+                                                                        ) -> None:
+    """The whole channel as one mechanism: Na with m learned (barely: the weights hardly matter here) and h
+    written out from its rate forms with its Q10; hh's own Na off. Same scheme on both sides, exact rates."""
+    from neuron import h
+
+    root = tmp_path_factory.mktemp("results_na")
+    exp = get_experiment("recovery")
+    config = load_config(exp.config_type, None, ["targets=[hh_paper/hh_na/m]", "seeds=1", "restarts=1",
+                                                 "sigma_v=[0.0]", "sigma_theta=[]", "tf_steps=30",
+                                                 "stage_steps=[2, 2, 2]", "ood=false"])
+    run_sweep(exp, config, ResultStore(root), stream=io.StringIO())
+    saved = load_model(root / ResultStore(root).read("recovery")["model_file"].iloc[0])
+    mod = export_nmodl(saved, root / "mod")[0]
+    assert "hinf = a/(a + b)" in mod.read_text()
+    subprocess.run(["nrnivmodl"], cwd=mod.parent, check=True, capture_output=True)
+    h.load_file("stdrun.hoc")
+    h.nrn_load_dll(str(next(iter(mod.parent.glob("*/libnrnmech.so")), None)
+                       or next(mod.parent.glob("*/.libs/libnrnmech.so"))))
+    fixed, suffix = saved.spec["fixed_parameters"], mechanism_name(saved)
+    soma = h.Section(name="learned_na_soma")
+    soma.L, soma.diam, soma.nseg, soma.cm = 10.0, 2.0, 1, fixed["capacitance"]
+    soma.insert("hh")
+    soma.insert(suffix)
+    seg = soma(0.5)
+    seg.hh.gnabar, seg.hh.gkbar, seg.hh.gl, seg.hh.el = 0.0, fixed["gbar"]["hh_k"], fixed["gbar"]["leak"], \
+        fixed["e_rev"]["leak"]
+    setattr(seg, f"gbar_{suffix}", fixed["gbar"]["hh_na"])
+    soma.ena, soma.ek = fixed["e_rev"]["hh_na"], fixed["e_rev"]["hh_k"]
+    h.usetable_hh = 0
+    setattr(h, f"usetable_{suffix}", 0)
+    clamp = h.IClamp(seg)
+    clamp.delay, clamp.dur, clamp.amp = T_ON, T_OFF - T_ON, 0.015
+    h.celsius, h.dt, h.secondorder = saved.spec["plugs_into"]["temperature"], DT, 0
+    v = h.Vector().record(seg._ref_v)
+    h.finitialize(saved.spec["plugs_into"]["v_init"])
+    h.continuerun(T_STOP)
+    theirs = np.array(v)
+    del clamp, soma
+    ours = our_trace(saved, 15.0)
+    assert np.abs(theirs - ours).max() <= 1e-6
