@@ -43,14 +43,23 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[SavedModel, obje
     exp = get_experiment("recovery")
     run_sweep(exp, load_config(exp.config_type, None, CHEAP), ResultStore(root), stream=io.StringIO())
     saved = load_model(root / ResultStore(root).read("recovery")["model_file"].iloc[0])
-    start = time.perf_counter()
+    start = _cpu_seconds()
     mod = export_nmodl(saved, root / "mod")[0]
     subprocess.run(["nrnivmodl"], cwd=mod.parent, check=True, capture_output=True)
-    seconds = time.perf_counter() - start
+    seconds = _cpu_seconds() - start
     lib = next(iter(mod.parent.glob("*/libnrnmech.so")), None) or next(mod.parent.glob("*/.libs/libnrnmech.so"))
     h.nrn_load_dll(str(lib))
     h.load_file("stdrun.hoc")
     return saved, h, seconds
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children: what an export and compile cost, whatever else
+    shares the machine (wall time on a loaded CI runner says more about the neighbours)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def neuron_trace(saved: SavedModel, h: object, amp_pa: float) -> np.ndarray:
@@ -103,7 +112,7 @@ def test_the_exported_k_gate_in_neuron_matches_our_simulator(exported: tuple, am
 
 
 def test_export_and_compile_take_under_30_s(exported: tuple) -> None:
-    assert exported[2] < 30.0
+    assert exported[2] < 30.0  # CPU seconds; measured 4-5 s
 
 
 # -- the reduced hybrid: its learned axial current and latents as a NONSPECIFIC_CURRENT with STATEs -------------------

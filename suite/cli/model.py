@@ -14,6 +14,11 @@ from channelzoo.errors import InputError
 from suite.models.catalog import load_checked, model_table, resolve
 from suite.models.files import load_model
 
+# What `model list` prints without --wide: identity, the run's settings and its headline metric.
+BRIEF_COLUMNS = ("model", "kind", "plugs_into", "method", "sigma_v", "sigma_theta", "seed", "n_latents", "width",
+                 "status", "metric_rmse", "metric_rmse_train", "metric_rmse_heldout", "metric_frac_ok",
+                 "metric_gates", "size_bytes")
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     model = commands.add_parser("model", help="list, show, simulate and export trained models")
@@ -22,6 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     ls = sub.add_parser("list", help="stored models with their metrics and provenance")
     ls.add_argument("--experiment", help="only this experiment's models")
     ls.add_argument("--limit", type=int, default=50, help="rows to print (0: all)")
+    ls.add_argument("--wide", action="store_true", help="every column (provenance, training settings, metrics)")
     ls.set_defaults(handler=_list)
 
     show = sub.add_parser("show", help="one model's spec (checked against its weights)")
@@ -49,6 +55,8 @@ def _list(args: argparse.Namespace) -> int:
     table = model_table(args.results)
     if args.experiment:
         table = table[table["experiment"] == args.experiment]
+    if not args.wide:
+        table = table[[c for c in BRIEF_COLUMNS if c in table]]
     shown = table if args.limit == 0 else table.head(args.limit)
     print(shown.to_string(index=False) if len(shown) else "no models stored")
     if len(shown) < len(table):
