@@ -81,7 +81,7 @@ class Scan:
 
 
 class ResultStore:
-    """``root/tables/experiment=NAME/part-KEY.parquet`` and ``root/artifacts/NAME/KEY/FILE``.
+    """``root/tables/experiment=NAME/part-KEY.parquet``, ``root/artifacts/NAME/KEY/FILE``, ``root/models/NAME/KEY/``.
 
     ``warn`` receives each message about a part skipped or moved aside (default: stderr), once per part.
     """
@@ -98,6 +98,12 @@ class ResultStore:
 
     def artifact_dir(self, experiment: str, key: str) -> Path:
         return self.root / "artifacts" / experiment / key
+
+    def artifact_path(self, experiment: str, key: str, name: str) -> Path:
+        """A job's artifact file; those named ``models/...`` are model files, under ``root/models/NAME/KEY/``."""
+        if name.startswith("models/"):
+            return self.root / "models" / experiment / key / name.removeprefix("models/")
+        return self.artifact_dir(experiment, key) / name
 
     def experiments(self) -> list[str]:
         return sorted(p.name.split("=", 1)[1] for p in self.tables.glob("experiment=*") if p.is_dir())
@@ -150,7 +156,7 @@ class ResultStore:
         """Artifacts first, the part last: a part on disk means the whole job is stored. Writing a key again
         replaces its part in one rename (a rerun), so a job never has two parts."""
         for name, blob in (artifacts or {}).items():
-            _atomic_write(self.artifact_dir(experiment, key) / name, lambda tmp, b=blob: Path(tmp).write_bytes(b))
+            _atomic_write(self.artifact_path(experiment, key, name), lambda tmp, b=blob: Path(tmp).write_bytes(b))
         table = pa.Table.from_pandas(rows.drop(columns=["experiment"], errors="ignore"), preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), VERSION_KEY: str(SCHEMA_VERSION)})
         path = self.part_path(experiment, key)

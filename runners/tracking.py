@@ -78,6 +78,7 @@ class MlflowTracker:
         if outcome.artifacts:
             with tempfile.TemporaryDirectory() as tmp:
                 for name, blob in outcome.artifacts.items():
+                    (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)  # models/NAME.json and the like
                     (Path(tmp) / name).write_bytes(blob)
                 self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, "FINISHED" if outcome.ok else "FAILED")

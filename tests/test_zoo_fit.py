@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from runners.store import ResultStore
 from runners.sweep import run_sweep
 from suite.cli import main
 from suite.config import ConfigError, load_config
 from suite.experiments.zoo_fit import ZooFit, ZooFitConfig
+from suite.models.files import load_model
 
 TINY = ZooFitConfig(zoo_n=30, max_gates=12, models=("node", "sm1", "boltzmann_bell"), steps_per_stage=60, stages=2,
                     seeds=2, gates_per_job=6)
@@ -39,8 +39,10 @@ def test_sweep_rows_round_trip_through_parquet(tmp_path: Path) -> None:
     again = store.read("zoo-fit")
     pd.testing.assert_frame_equal(rows, again)
     assert run_sweep(ZooFit(), TINY, store, stream=io.StringIO()).ran == 0
-    weights = torch.load(store.artifact_dir("zoo-fit", rows["key"].iloc[0]) / "weights.pt")
-    assert all(t.shape[0] == 12 for t in weights.values())  # one row per (gate, seed) of the job
+    saved = load_model(tmp_path / rows["model_file"].iloc[0])  # safetensors + spec, no pickle
+    assert all(t.shape[0] == 12 for t in saved.tensors.values())  # one member per (gate, seed) of the job
+    job_rows = rows[rows["model_file"] == rows["model_file"].iloc[0]]
+    assert saved.spec["members"]["channel_id"] == job_rows.sort_values("model_member")["channel_id"].tolist()
     con = store.connect()
     assert con.execute("SELECT count(*) FROM zoo_fit WHERE model = 'node'").fetchone()[0] == 24
 
@@ -105,5 +107,6 @@ def test_default_tracking_keeps_runs_and_artifacts_under_results(tmp_path: Path,
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("hybridbench/zoo-fit").experiment_id])
     job = next(r for r in runs if r.data.tags.get("mlflow.parentRunId"))
-    assert [a.path for a in client.list_artifacts(job.info.run_id)] == ["weights.pt"]
+    assert [a.path for a in client.list_artifacts(job.info.run_id, "models")] == ["models/ensemble-node.json",
+                                                                                "models/ensemble-node.safetensors"]
     assert job.info.artifact_uri.startswith((results / "mlartifacts").as_uri())

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from channelzoo.errors import InputError
-from suite.cli import figures, reproduce, results, run, zoo
+from suite.cli import figures, model, reproduce, results, run, zoo
 from suite.config import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     figures.register(commands)
     results.register(commands)
     reproduce.register(commands)
+    model.register(commands)
     return parser
 
 

@@ -29,6 +29,8 @@ from suite.config import ConfigError, require, require_choice
 from suite.experiments.base import Job, JobResult
 from suite.gates import NeuralGateEnsemble
 from suite.gates.neural import ACTIVATIONS
+from suite.models.files import SavedModel, model_artifacts
+from suite.models.neural_gate import INPUT_NORMALISATION, architecture, member_tensors
 from suite.sim import kernel
 from suite.sim.kernel import GateLayout
 from suite.sim.membrane import Membrane
@@ -154,7 +156,7 @@ def _seed(*parts: object) -> int:
     return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:8], 16)
 
 
-class _Cell:
+class RecoveryCell:
     """A model with one gate tabulated from outside (the neural one, last in the state)."""
 
     def __init__(self, model: CellModel, channel: str, gate: str) -> None:
@@ -191,7 +193,7 @@ def protocol_density(config: RecoveryConfig, model_name: str) -> tuple[float, fl
 TRUTH_DV, TRUTH_DT = 0.01, 0.0025  # mV table spacing and ms step of the ground truth
 
 
-def ground_truth(cell: _Cell, record_dt: float):  # noqa: ANN201 - a closure
+def ground_truth(cell: RecoveryCell, record_dt: float):  # noqa: ANN201 - a closure
     """The ground-truth simulator of ``cell``: ``(profile [B or 1, T] at TRUTH_DT, keep_gates) -> V [B, K]``."""
     v_fine = grid(TrajectoryFitConfig(dv=TRUTH_DV))
     inf_true, tau_true = (t.unsqueeze(0) for t in cell.true_rates(v_fine))
@@ -208,12 +210,12 @@ def training_trace(config: RecoveryConfig, target: str) -> tuple[np.ndarray, np.
     """The clean trace a target's gate is learned from: times and voltages every ``sample_dt`` ms."""
     model_name, channel, gate = parse_target(target)
     density, _ = protocol_density(config, model_name)
-    truth = ground_truth(_Cell(get_model(model_name), channel, gate), config.sample_dt)
+    truth = ground_truth(RecoveryCell(get_model(model_name), channel, gate), config.sample_dt)
     v = truth(step_profile(torch.tensor([density], dtype=F64), config.t_on, config.t_off, config.t_stop, TRUTH_DT))
     return np.arange(v.shape[1]) * config.sample_dt, v[0].numpy()
 
 
-def simulate_tables(cell: _Cell, inf: torch.Tensor, tau: torch.Tensor, dv: float, profile: torch.Tensor,
+def simulate_tables(cell: RecoveryCell, inf: torch.Tensor, tau: torch.Tensor, dv: float, profile: torch.Tensor,
                     dt: float, theta: torch.Tensor, record_dt: float, keep_gates: bool = False):
     """Run B cells (tables ``[B or 1, G, M]`` on -100 + k dv) under ``profile`` ``[B or 1, T]`` (uA/cm2)."""
     b = max(theta.shape[0], profile.shape[0])
@@ -258,9 +260,11 @@ class Recovery:
         torch.set_num_threads(config.threads)
         try:
             # The rollout and its adjoint are the C kernel's: the job runs on the CPU whatever it was given.
-            return JobResult(run_target(config, job.payload["target"], job.payload["method"]), device="cpu")
+            rows, models = train_target(config, job.payload["target"], job.payload["method"])
         finally:
             torch.set_num_threads(threads)
+        artifacts, rows["model_file"] = model_artifacts(self.name, job.key, models, getattr(self, "code_version", None))
+        return JobResult(rows, artifacts=artifacts, device="cpu")
 
 
 def _ensemble(config: RecoveryConfig, seeds: list[int]) -> NeuralGateEnsemble:
@@ -276,9 +280,15 @@ def _ensemble(config: RecoveryConfig, seeds: list[int]) -> NeuralGateEnsemble:
 
 
 def run_target(config: RecoveryConfig, target: str, method: str) -> pd.DataFrame:
+    """Train and score every run of (target, method): one row per run."""
+    return train_target(config, target, method)[0]
+
+
+def train_target(config: RecoveryConfig, target: str, method: str) -> tuple[pd.DataFrame, dict[str, SavedModel]]:
+    """The rows of ``run_target`` and each run's learned model (its best restart), by file name."""
     model_name, channel, gate = parse_target(target)
     model = get_model(model_name)
-    cell = _Cell(model, channel, gate)
+    cell = RecoveryCell(model, channel, gate)
     fit_cfg, restarts = method_settings(config, method, model_name)
     amplitude, current_scale = protocol_density(config, model_name)
     dt_true = TRUTH_DT
@@ -401,7 +411,51 @@ def run_target(config: RecoveryConfig, target: str, method: str) -> pd.DataFrame
     if config.ood:
         out = _out_of_distribution(config, out, truth, run_learned, best, theta, amplitude, current_scale, example,
                                    dt_eval)
-    return out
+    sim = {"v_min": fit_cfg.v_min, "v_max": fit_cfg.v_max, "dv_net": fit_cfg.dv_net, "dv": dv_eval, "dt": dt_eval,
+           "theta": 0.5, "record_dt": config.sample_dt,
+           "scheme": "network at dv_net nodes, linear onto a dv grid; theta-method V, exponential-Euler gates"}
+    current = {"unit": config.current_unit, "area_cm2": cylinder_area_cm2(config.radius_um, config.length_um),
+               "scale": current_scale}
+    models = {f"{method}-{target.replace('/', '-')}-run{i:03d}": _saved_gate(
+        config, cell, ens, int(best[i]), theta[i], out.iloc[i], sim, current) for i in range(n_runs)}
+    return out, models
+
+
+_METRICS = ("train_loss", "rmse", "converged", "inf_rmse", "tau_rmse_ms", "tau_rel_err", "rmse_extrap",
+            "coinc_extrap", "rmse_ou", "coinc_ou", "rmse_amp_mean", "coinc_amp_mean")
+
+
+def _saved_gate(config: RecoveryConfig, cell: RecoveryCell, ens: NeuralGateEnsemble, member: int, theta: torch.Tensor,
+                row: pd.Series, simulation: dict, current: dict) -> SavedModel:
+    """One run's learned gate, the cell it plugs into and the fixed parameters it was trained with."""
+    model = cell.model
+    channel, gate = cell.key
+    gbar, e_rev, cap = cell.split(theta.unsqueeze(0))
+    ids = [c.id for c in model.channels]
+    power = next(g.power for g in model.channel(channel).gates if g.name == gate)
+    spec = {
+        "kind": "recovered_gate", "architecture": architecture(ens), "input_normalisation": INPUT_NORMALISATION,
+        "units": {"v": "mV", "t": "ms", "tau": "ms", "gbar": "S/cm2", "e_rev": "mV", "capacitance": "uF/cm2",
+                  "current": "uA/cm2", "temperature": "C"},
+        "plugs_into": {"target": str(row["target"]), "model": model.name, "channel": channel, "gate": gate,
+                       "gate_power": power, "ion_class": model.channel(channel).ion_class,
+                       "temperature": model.temperature, "v_init": model.v_init,
+                       "other_gates": "mechanistic, as in the model"},
+        "fixed_parameters": {"gbar": dict(zip(ids, gbar[0].tolist(), strict=True)),
+                             "e_rev": dict(zip(ids, e_rev[0].tolist(), strict=True)), "capacitance": float(cap[0])},
+        "simulation": simulation,
+        "training": {"method": str(row["method"]), "sigma_v": float(row["sigma_v"]),
+                     "sigma_theta": float(row["sigma_theta"]), "seed": int(row["seed"]),
+                     "restart_chosen": int(row["restart_chosen"]), "width": config.width, "depth": config.depth,
+                     "stimulus": {"kind": "step", "amplitude": float(row["amplitude"]), "t_on": config.t_on,
+                                  "t_off": config.t_off, "t_stop": config.t_stop,
+                                  "density": float(row["amplitude_density"])},
+                     "ou": {"mean": config.ou_mean, "sigma": config.ou_sigma, "tau": config.ou_tau},
+                     "current": current},
+        "status": str(row["status"]),
+        "metrics": {k: (bool(row[k]) if k == "converged" else float(row[k])) for k in _METRICS if k in row},
+    }
+    return SavedModel(spec, member_tensors(ens, member))
 
 
 def _score(t: np.ndarray, v_ref: np.ndarray, v: np.ndarray, duration: float) -> tuple[float, float]:

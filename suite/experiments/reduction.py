@@ -34,14 +34,17 @@ import pandas as pd
 import torch
 
 from channelzoo.models import pospischil_jaxley
-from suite.config import ConfigError, require
+from suite.config import ConfigError, require, to_dict
 from suite.experiments.base import Job, JobResult
+from suite.gates.neural import LAYER_NORM_EPS
+from suite.models.files import SavedModel, model_artifacts
+from suite.models.neural_gate import INPUT_NORMALISATION
 from suite.sim import native
 from suite.sim.cable import Cable, axial_current
 from suite.sim.compartments import Compartments, compartmentalise
 from suite.sim.generated_morphology import pyramidal
 from suite.sim.morphology import MorphologyError, parse_swc, read_swc_text
-from suite.sim.reduced import AxialODE, ReducedSoma, run_fused
+from suite.sim.reduced import AXIAL_SCALE_NA, LATENT_RATE_PER_MS, AxialODE, ReducedSoma, run_fused
 from suite.train.reduction_fit import ReductionFitConfig, fit_reduced
 
 CA1 = "ca1"  # shortcut for the paper's CA1 morphology in the shared data
@@ -289,12 +292,13 @@ class Reduction:
         config: ReductionConfig = job.config
         s = setup(config, job.payload["swc"])
         kind = job.payload["kind"]
+        models: dict[str, SavedModel] = {}
         if kind == "reference":
             rows = run_reference(s, config)
         elif kind == "baselines":
             rows = run_baselines(s, config)
         elif kind == "hybrid":
-            rows = run_hybrids(s, config, int(job.payload["width"]))
+            rows = run_hybrids(s, config, int(job.payload["width"]), models)
         elif kind == "cost":
             rows = run_costs(s, config)
         else:
@@ -304,8 +308,12 @@ class Reduction:
             rows[key] = getattr(config, key) if key != "morphology" else (config.morphology or "generated")
         rows["train_amplitudes"] = ",".join(f"{a:g}" for a in (config.amplitude, *config.train_amplitudes))
         rows["train_noise_traces"] = len(config.train_noise_seeds)
+        artifacts: dict[str, bytes] = {}
+        if models:
+            artifacts, rows["model_file"] = model_artifacts(self.name, job.key, models,
+                                                            getattr(self, "code_version", None))
         # The cable and hybrid kernels are C: the job runs on the CPU whatever device it was given.
-        return JobResult(rows, metrics=_metrics(rows), device="cpu")
+        return JobResult(rows, metrics=_metrics(rows), artifacts=artifacts, device="cpu")
 
 
 def _metrics(rows: pd.DataFrame) -> dict[str, float]:
@@ -429,7 +437,10 @@ def run_baselines(s: Setup, config: ReductionConfig) -> pd.DataFrame:
 
 
 # -- hybrids ------------------------------------------------------------------------------------------------------
-def run_hybrids(s: Setup, config: ReductionConfig, width: int) -> pd.DataFrame:
+def run_hybrids(s: Setup, config: ReductionConfig, width: int,
+                saved: dict[str, SavedModel] | None = None) -> pd.DataFrame:
+    """Train every (N_z, seed) hybrid of ``width`` as one ensemble; one row each (and each one's saved
+    model into ``saved``, by file name, when given)."""
     train_names = training_names(config)
     names = [*train_names, *heldout_names(config)]
     truth = ground_truth(s, config, names)
@@ -466,7 +477,47 @@ def run_hybrids(s: Setup, config: ReductionConfig, width: int) -> pd.DataFrame:
         row["z_train"] = _thin(runs["train"].z[i, 0, :, :nz].T)  # latent-major: [nz, T/4]
         row["v_long"] = _thin(runs["long"].v[i, 0])
         rows.append(row)
+        if saved is not None:
+            saved[f"hybrid-w{width}-nz{nz}-seed{seed}"] = _saved_hybrid(s, config, hybrid, i, row)
     return pd.DataFrame(rows)
+
+
+_HYBRID_METRICS = ("rmse_train", "rmse_long", "rmse_noise", "rmse_amplitudes", "rmse_heldout", "teacher_loss",
+                   "closed_loss")
+
+
+def _saved_hybrid(s: Setup, config: ReductionConfig, hybrid: ReducedSoma, i: int, row: dict[str, Any]) -> SavedModel:
+    """Hybrid ``i`` of the ensemble: its axial network (at the ensemble's latent slots), stimulus scale and soma."""
+    ax = hybrid.axial
+    tensors = {f"axial.{k}": v[i:i + 1].detach().clone().contiguous() for k, v in ax.state_dict().items()}
+    tensors["stim_scale"] = hybrid.stim_scale[i:i + 1].detach().clone()
+    spec = {
+        "kind": "reduced_hybrid",
+        "architecture": {"type": "axial_ode", "width": ax.width, "depth": ax.depth, "activation": ax.activation,
+                         "n_latents": ax.n_latents[i], "z_max": ax.z_max, "layer_norm_eps": LAYER_NORM_EPS,
+                         "inputs": "[u(V), z * latent_mask]",
+                         "outputs": {"i_axial_nA": f"{AXIAL_SCALE_NA} * o[0]",
+                                     "dz_dt_per_ms": f"{LATENT_RATE_PER_MS} * o[1:] * latent_mask"},
+                         "step": "V linearly implicit in the soma's ionic conductance, I_ax explicit; gates "
+                                 "exponential Euler at the new V; z explicit Euler"},
+        "input_normalisation": INPUT_NORMALISATION,
+        "units": {"v": "mV", "t": "ms", "i_axial": "nA", "stimulus": "nA (the full cell's)", "area": "um2",
+                  "capacitance": "uF/cm2", "temperature": "C"},
+        "plugs_into": {"cell": f"soma of {config.morphology or 'generated'}", "channels": "pospischil_jaxley",
+                       "area_um2": s.area_soma, "capacitance": config.cm, "temperature": config.temperature,
+                       "v_init": config.v_init},
+        "fixed_parameters": {"gbar": {c.id: c.gbar for c in s.channels}, "e_rev": {c.id: c.e_rev for c in s.channels},
+                             "area_um2": s.area_soma, "capacitance": config.cm},
+        "simulation": {"dt": config.dt, "record_every": RECORD_EVERY},
+        "training": {"n_latents": int(row["n_latents"]), "width": int(row["width"]), "seed": int(row["seed"]),
+                     "stimulus": {"kind": "step", "amplitude": config.amplitude, "t_on": config.stim_start,
+                                  "t_off": config.stim_stop, "t_stop": config.t_stop},
+                     "current": {"unit": "nA"}},
+        "reference": {"config": to_dict(config), "swc": s.swc},
+        "status": row["status"],
+        "metrics": {k: float(row[k]) for k in _HYBRID_METRICS if k in row},
+    }
+    return SavedModel(spec, tensors)
 
 
 # -- cost: every model side by side ------------------------------------------------------------------------------

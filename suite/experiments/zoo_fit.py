@@ -8,7 +8,6 @@ paper's "omni" baseline, without training.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -26,10 +25,12 @@ from suite.config import ConfigError, require, require_choice
 from suite.experiments.base import Job, JobResult
 from suite.gates import MODELS, make_model
 from suite.gates.neural import ACTIVATIONS
+from suite.models.files import SavedModel, model_artifacts
+from suite.models.neural_gate import INPUT_NORMALISATION
 from suite.train.curve_fit import LOSSES, CurveFitConfig, curve_metrics, fit_curves, repeat_for_seeds
 
 ICG_OMNI = "icg_omni"
-MAX_WEIGHTS_BYTES = 8 * 2**20  # trained weights ride along as a job artifact up to this size
+MAX_WEIGHTS_BYTES = 8 * 2**20  # a job's trained ensemble is saved as a model file up to this size
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -97,14 +98,28 @@ def load_gate_rows(config: ZooFitConfig) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-def _weights_artifact(model: torch.nn.Module) -> dict[str, bytes]:
-    """The trained ensemble's state dict (row r of every tensor is row r of the table), if small."""
-    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    if size > MAX_WEIGHTS_BYTES:
-        return {}
-    buffer = io.BytesIO()
-    torch.save({k: t.detach().cpu() for k, t in model.state_dict().items()}, buffer)
-    return {"weights.pt": buffer.getvalue()}
+def _saved_ensemble(config: ZooFitConfig, kind: str, arch: dict[str, Any], model: torch.nn.Module,
+                    rows: pd.DataFrame) -> SavedModel | None:
+    """The trained ensemble as a model file (member r of every tensor is row r of the job's rows), if small."""
+    state = {k: t.detach().cpu() for k, t in model.state_dict().items()}
+    if sum(t.numel() * t.element_size() for t in state.values()) > MAX_WEIGHTS_BYTES:
+        return None
+    ok = rows["status"] == "ok"
+    spec = {
+        "kind": "gate_ensemble",
+        "architecture": {"type": kind, **arch, "size": len(rows),
+                         "outputs": {"x_inf": "per gate, on V (mV)", "tau_ms": "per gate, on V (mV)"}},
+        "input_normalisation": INPUT_NORMALISATION if kind == "node" else {"v": "mV, unscaled"},
+        "units": {"v": "mV", "tau": "ms"},
+        "plugs_into": {"zoo": config.zoo, "grid_mv": list(ICG_GRID_MV)},
+        "members": {"channel_id": rows["channel_id"].tolist(), "gate": rows["gate"].tolist(),
+                    "seed": [int(x) for x in rows["seed"]], "status": rows["status"].tolist()},
+        "training": {"steps_per_stage": config.steps_per_stage, "stages": config.stages, "lr": config.lr,
+                     "loss": config.loss, "seeds": config.seeds, "dtype": config.dtype},
+        "metrics": {"gates": len(rows), "frac_ok": float(ok.mean()),
+                    **{f"median_{k}": float(rows[k].median()) for k in ("nmse_inf", "nmse_tau") if k in rows}},
+    }
+    return SavedModel(spec, state)
 
 
 def _icg_best(definition: str) -> dict[str, Any] | None:
@@ -185,9 +200,15 @@ class ZooFit:
         for key in ("width", "depth", "activation", "steps_per_stage", "stages", "lr", "loss", "dtype", "zoo"):
             rows[key] = getattr(config, key)
         gate_steps = inf.shape[0] * fit.steps
+        saved = _saved_ensemble(config, p["model"], arch, model, rows)
+        artifacts: dict[str, bytes] = {}
+        if saved is not None:
+            artifacts, files = model_artifacts(self.name, job.key, {f"ensemble-{p['model']}": saved},
+                                               getattr(self, "code_version", None))
+            rows["model_file"], rows["model_member"] = files[0], np.arange(len(rows))
         return JobResult(rows, metrics={"gates": float(inf.shape[0]), "gate_steps_per_s": gate_steps / fit.wall_s,
                                         "frac_ok": float((rows["status"] == "ok").mean())},
-                         artifacts=_weights_artifact(model))
+                         artifacts=artifacts)
 
     def _icg_omni(self, job: Job) -> JobResult:
         """ICG's own best supermodel per gate, evaluated on the grid in float64 (no training)."""

@@ -55,12 +55,13 @@ class AxialODE(nn.Module):
 
     def __init__(self, n_latents: Sequence[int], width: int = 64, depth: int = 2, activation: str = "tanh",
                  seeds: Sequence[int] | None = None, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, z_max: int = 1) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; known: {', '.join(sorted(ACTIVATIONS))}")
         self.n_latents = tuple(int(k) for k in n_latents)
-        m, self.z_max = len(self.n_latents), max(1, max(self.n_latents))
+        # z_max: the latent slots of every model (at least its widest; a saved member keeps its ensemble's)
+        m, self.z_max = len(self.n_latents), max(1, z_max, max(self.n_latents))
         self.width, self.depth, self.activation = width, depth, activation
         self._act = ACTIVATIONS[activation]
         seeds = list(seeds) if seeds is not None else list(range(m))
