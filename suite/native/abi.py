@@ -82,6 +82,10 @@ class GatesArgs(ctypes.Structure):
 ENTRY_POINTS = {
     "hb_membrane_forward": (MembraneArgs, "hb_membrane_args_size", None),
     "hb_membrane_backward": (MembraneArgs, "hb_membrane_args_size", None),
+    "hb_tree_solve": (TreeArgs, "hb_tree_args_size", None),
+    "hb_cable_run": (CableArgs, "hb_cable_args_size", ctypes.c_int),
+    "hb_hybrid_run": (HybridArgs, "hb_hybrid_args_size", ctypes.c_int),
+    "hb_hybrid_lanes": (HybridArgs, "hb_hybrid_args_size", ctypes.c_int),
 }
 
 

@@ -48,6 +48,8 @@ _HYBRID = ("-std=c99", "-ffp-contract=fast")  # fused multiply-adds: the MLP's p
 _GATES = ("-std=gnu11", "-fno-tree-loop-distribute-patterns")
 UNITS = (
     Unit("membrane", "membrane.c", ("-fno-math-errno",)),
+    Unit("cable", "cable.c", _HYBRID),
+    Unit("hybrid", "hybrid.c", _HYBRID),
 )
 
 
