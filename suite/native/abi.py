@@ -86,6 +86,8 @@ ENTRY_POINTS = {
     "hb_cable_run": (CableArgs, "hb_cable_args_size", ctypes.c_int),
     "hb_hybrid_run": (HybridArgs, "hb_hybrid_args_size", ctypes.c_int),
     "hb_hybrid_lanes": (HybridArgs, "hb_hybrid_args_size", ctypes.c_int),
+    "hb_gates_f32": (GatesArgs, "hb_gates_f32_args_size", ctypes.c_int),
+    "hb_gates_f64": (GatesArgs, "hb_gates_f64_args_size", ctypes.c_int),
 }
 
 

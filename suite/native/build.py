@@ -50,6 +50,8 @@ UNITS = (
     Unit("membrane", "membrane.c", ("-fno-math-errno",)),
     Unit("cable", "cable.c", _HYBRID),
     Unit("hybrid", "hybrid.c", _HYBRID),
+    Unit("gates_f32", "gates.c", _GATES),
+    Unit("gates_f64", "gates.c", (*_GATES, "-DGATES_DOUBLE")),
 )
 
 
