@@ -112,3 +112,24 @@ def test_each_shared_helper_is_written_once_in_the_header() -> None:
         assert not re.search(r"\bi?pow\w*\s*\(double x, int p\)\s*\{", text), f"{path.name} defines its own ipow"
         assert "2.76076847742355e-16" not in text, f"{path.name} spells out the tanh coefficients"
         assert "(v - v_lo) * inv_h" not in text and "* (1.0 / dv)" not in text, f"{path.name} locates on its own"
+
+
+def _c_struct_fields(text: str, name: str) -> list[str]:
+    """Field names, in order, of ``typedef struct { ... } name;`` in C source ``text``."""
+    body = re.search(r"typedef struct \{([^}]*)\}\s*" + name + ";", text).group(1)
+    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+    names = []
+    for decl in filter(str.strip, body.split(";")):
+        first, *rest = decl.split(",")
+        names.append(re.findall(r"\w+", first)[-1])
+        names += [re.sub(r"\*|\bconst\b", "", part).strip() for part in rest]
+    return names
+
+
+@pytest.mark.parametrize(("struct", "c_name", "source"), [
+    (abi.MembraneDims, "hb_membrane_dims", "hybridbench.h"), (abi.MembraneArgs, "hb_membrane_args", "hybridbench.h"),
+    (abi.TreeArgs, "hb_tree_args", "hybridbench.h"), (abi.CableArgs, "hb_cable_args", "hybridbench.h"),
+    (abi.HybridArgs, "hb_hybrid_args", "hybridbench.h"), (abi.GatesArgs, "Args", "gates.c")])
+def test_each_struct_lists_the_c_fields_in_their_order(struct: type, c_name: str, source: str) -> None:
+    text = (build.SOURCE_DIR / source).read_text()
+    assert [f[0] for f in struct._fields_] == _c_struct_fields(text, c_name)
