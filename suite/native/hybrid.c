@@ -16,6 +16,7 @@
    beyond the model's nz are held at zero. One call runs every model over its trace (mode 1: free run,
    loss on every `every`-th voltage; mode 0: teacher forcing, V clamped to the target, loss on each one-step
    prediction), returns the losses and, if asked, their gradients by back-propagation through time. */
+
 /* out = b + x W for W [n_in, n_out] (row-major): blocks of 32, 16 and 4 outputs held in registers over the
    whole input (independent accumulators hide the add latency; W is only loaded, nothing stored until the
    end); a remainder of < 4 as scalars. */
