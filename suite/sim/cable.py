@@ -206,7 +206,6 @@ class Cable(nn.Module):
                         record: tuple[int, ...], method: str, gbar: Tensor | None,
                         n_threads: int | None) -> CableTrace:
         """The compiled run. Python work per call is kept small: at one cell it is most of a short run's cost."""
-        lib = native.load()
         b, steps, s = stim.shape
         n, c = self.n_nodes, len(self.channels)
         theta = METHODS[method]
@@ -224,12 +223,13 @@ class Cable(nn.Module):
             gb, stride = _np(g), (c * n if g.dim() == 3 and g.shape[0] == b > 1 else 0)
         index, power = st["index"], st["power"]
         out = np.empty((b, steps + 1, len(record)), dtype=np.float64)
-        bad = lib.cable_run(
-            b, n, steps, table.shape[1], c, index.shape[1], self.tree.parent, st["g_axial"], st["g_sum"], st["cap"],
-            st["area_f"], gb, stride, st["e_rev"], index.reshape(-1), power.reshape(-1), st["has_membrane"],
-            table.shape[0], v_lo, inv_h, table.reshape(-1), s, np.asarray(stim_nodes, dtype=np.int64), _np(stim),
-            len(record), np.asarray(record, dtype=np.int64), out.reshape(-1), v.reshape(-1), x.reshape(-1), theta,
-            max(1, int(n_threads or torch.get_num_threads())))
+        bad = native.cable_run(
+            B=b, N=n, T=steps, G=table.shape[1], C=c, M=index.shape[1], K=table.shape[0], S=s, R=len(record),
+            theta=theta, n_threads=max(1, int(n_threads or torch.get_num_threads())), gbar_stride=stride,
+            v_lo=v_lo, inv_h=inv_h, parent=self.tree.parent, g_ax=st["g_axial"], gsum=st["g_sum"], cap=st["cap"],
+            area_f=st["area_f"], gbar=gb, erev=st["e_rev"], gate_index=index, gate_power=power,
+            has_membrane=st["has_membrane"], tab=table, stim_node=np.asarray(stim_nodes, dtype=np.int64),
+            stim=_np(stim), rec_node=np.asarray(record, dtype=np.int64), out=out, v0=v, x0=x)
         ok = np.isfinite(out).all(axis=(1, 2)) if bad else np.ones(b, dtype=bool)
         t = torch.from_numpy(np.arange(steps + 1, dtype=np.float64) * dt)
         return CableTrace(t, torch.from_numpy(out).to(self.dtype), record, torch.from_numpy(ok))

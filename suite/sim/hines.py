@@ -91,13 +91,12 @@ def _scatter_into(x: Tensor, idx: Tensor, values: Tensor, n: int) -> Tensor:
 
 
 def _native_solve(tree: HinesTree, d: np.ndarray, g: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    lib = native.load()
     b, n = d.shape
     d = np.array(d, dtype=np.float64, order="C")  # copies: the kernel works in place
     x = np.array(rhs, dtype=np.float64, order="C")
     g = np.ascontiguousarray(g, dtype=np.float64)
     stride = n if g.ndim == 2 else 0
-    lib.tree_solve(b, n, tree.parent, g.reshape(-1), stride, d.reshape(-1), x.reshape(-1), torch.get_num_threads())
+    native.tree_solve(tree.parent, g, stride, d, x, torch.get_num_threads())
     return x
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from channelzoo.channel import Channel
-from suite.cbuild import cache_dir
+from suite.native import cache_dir
 
 MOD_DIR = Path(__file__).resolve().parents[2] / "tests" / "mod"
 

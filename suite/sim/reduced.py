@@ -236,8 +236,7 @@ def run_fused(model: ReducedSoma, stim: Tensor, dt: float, v_target: Tensor | No
     traces into its parameters' ``.grad``. Without the compiled kernels, or off the CPU, this is
     ``run_torch`` (which adds to ``.grad``: zero it first).
     """
-    lib = native.load()
-    if lib is None or model.stim_scale.device.type != "cpu":
+    if native.load() is None or model.stim_scale.device.type != "cpu":
         return run_torch(model, stim, dt, v_target, v0, teacher, every, scale, want_grad)
     ax = model.axial
     m = ax.size
@@ -259,28 +258,27 @@ def run_fused(model: ReducedSoma, stim: Tensor, dt: float, v_target: Tensor | No
     nz = np.asarray(ax.n_latents, dtype=np.int32)
     threads = max(1, int(n_threads or torch.get_num_threads()))
     grads = None
+    common = {"Zmax": ax.z_max, "H": ax.width, "D": ax.depth, "G": model.membrane.n_gates, "C": len(model.channels),
+              "M": index.shape[1], "K": table.shape[0], "T": steps, "every": every, "n_threads": threads,
+              "Af": model.area_um2 * MEMBRANE_TO_NA, "cap": model.cap_nA / dt, "v_lo": v_lo, "inv_h": inv_h,
+              "v0": float(v0), "scale": scale, "dt": dt, "v_center": V_CENTER_MV, "v_half": V_HALF_RANGE_MV,
+              "axial_scale": AXIAL_SCALE_NA, "latent_rate": LATENT_RATE_PER_MS, "gate_index": index,
+              "gate_power": power, "gbar": gbar, "erev": e_rev, "tab": table, "losses": losses, "v_out": v,
+              "iax_out": i_ax, "z_out": z}
     if r > 1 and not (want_grad or teacher) and ax.activation == "tanh":
         # Several traces of one model and no gradient: four traces at a time in SIMD lanes.
-        n_bad = lib.hybrid_lanes(
-            m, params.shape[1], params, losses, nz, ax.z_max, ax.width, ax.depth, 0, model.membrane.n_gates,
-            len(model.channels), index.shape[1], index.reshape(-1), power.reshape(-1), gbar, e_rev,
-            model.area_um2 * MEMBRANE_TO_NA, model.cap_nA / dt, table.shape[0], v_lo, inv_h, table.reshape(-1), steps,
-            r, np.ascontiguousarray(stim_np), target, float(v0), every, scale, dt, V_CENTER_MV, V_HALF_RANGE_MV,
-            AXIAL_SCALE_NA, LATENT_RATE_PER_MS, v.reshape(-1), i_ax.reshape(-1), z.reshape(-1), threads)
+        n_bad = native.hybrid_lanes(n_models=m, P=params.shape[1], act=0, R=r, params=params, nz=nz,
+                                    stim=np.ascontiguousarray(stim_np), v_target=target, **common)
     else:
         # One instance per (model, trace): instance i is model i // r on trace i % r.
         stim_all = np.ascontiguousarray(np.tile(stim_np, (m, 1)))
         target_all = np.ascontiguousarray(np.tile(target, (m, 1)))
         params = np.ascontiguousarray(np.repeat(params, r, axis=0))
         grads = np.zeros_like(params)
-        n_bad = lib.hybrid_run(
-            n, params.shape[1], params.reshape(-1), grads.reshape(-1), losses, np.repeat(nz, r), ax.z_max, ax.width,
-            ax.depth, ACTIVATION_CODES.get(ax.activation, -1), model.membrane.n_gates, len(model.channels),
-            index.shape[1], index.reshape(-1), power.reshape(-1), gbar, e_rev, model.area_um2 * MEMBRANE_TO_NA,
-            model.cap_nA / dt, table.shape[0], v_lo, inv_h, table.reshape(-1), steps, stim_all.reshape(-1), steps,
-            target_all.reshape(-1), steps + 1, float(v0), 0 if teacher else 1, every, scale, dt, V_CENTER_MV,
-            V_HALF_RANGE_MV, AXIAL_SCALE_NA, LATENT_RATE_PER_MS, int(want_grad), v.reshape(-1), i_ax.reshape(-1),
-            z.reshape(-1), threads)
+        n_bad = native.hybrid_run(
+            n_models=n, P=params.shape[1], act=ACTIVATION_CODES.get(ax.activation, -1), mode=0 if teacher else 1,
+            want_grad=int(want_grad), stim_stride=steps, target_stride=steps + 1, params=params, grads=grads,
+            nz=np.repeat(nz, r), stim=stim_all, v_target=target_all, **common)
     if n_bad < 0:
         raise RuntimeError("parameter layout mismatch between the module and the kernel")
     if want_grad:
