@@ -2,7 +2,8 @@
 
 The driver alone writes the store and the tracker, as outcomes arrive. A part file is written
 atomically once its job is done, so a sweep killed at any moment and run again loses nothing
-and runs nothing twice.
+and runs nothing twice. A sweep holds its lock while it runs: the same sweep started again
+elsewhere stops with the name of the process that runs it (runners/lock.py).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from runners.backends import InProcess, Ray
+from runners.lock import sweep_lock
 from runners.progress import Progress
 from runners.store import ResultStore
-from runners.tracking import MlflowTracker, NoTracker
+from runners.tracking import Guarded, MlflowTracker, NoTracker
 from suite.config import to_dict
 from suite.experiments.base import Experiment
 
@@ -36,26 +38,28 @@ def sweep_key(keys: list[str]) -> str:
 def run_sweep(experiment: Experiment, config: Any, store: ResultStore, backend: InProcess | Ray | None = None,
               tracker: MlflowTracker | NoTracker | None = None, stream: TextIO | None = None) -> SweepSummary:
     backend = backend or InProcess()
-    tracker = tracker or NoTracker()
+    tracker = Guarded(tracker or NoTracker(), stream)  # a tracking failure never stops the sweep
     jobs = experiment.plan(config)
     keys = [j.key for j in jobs]
     key = sweep_key(keys)
-    store.write_manifest(experiment.name, key, to_dict(config), keys)
-    done = store.done_keys(experiment.name)
-    todo = [j for j in jobs if j.key not in done]
-    summary = SweepSummary(key, planned=len(jobs), skipped=len(jobs) - len(todo))
-    tracker.start(experiment.name, key, to_dict(config), len(jobs))
-    progress = Progress(experiment.name, len(todo), summary.skipped, stream)
-    status = "FAILED"
-    try:
-        for outcome in backend.map(experiment, todo):
-            store.write(experiment.name, outcome.job.key, outcome.rows, outcome.artifacts)
-            tracker.log(outcome)
-            summary.ran += 1
-            summary.failed += not outcome.ok
-            progress.update(outcome.ok, backend.running())
-        status = "FINISHED"
-    finally:
-        tracker.finish(status)
-    summary.wall_time_s = progress.elapsed()
+    with sweep_lock(store.root, experiment.name, key):
+        store.write_manifest(experiment.name, key, to_dict(config), keys)
+        done = store.done_keys(experiment.name)
+        todo = [j for j in jobs if j.key not in done]
+        summary = SweepSummary(key, planned=len(jobs), skipped=len(jobs) - len(todo))
+        tracker.start(experiment.name, key, to_dict(config), len(jobs))
+        tracker.catch_up(experiment.name, [j for j in jobs if j.key in done], store)
+        progress = Progress(experiment.name, len(todo), summary.skipped, stream)
+        status = "FAILED"
+        try:
+            for outcome in backend.map(experiment, todo):
+                store.write(experiment.name, outcome.job.key, outcome.rows, outcome.artifacts)
+                tracker.log(outcome)
+                summary.ran += 1
+                summary.failed += not outcome.ok
+                progress.update(outcome.ok, backend.running())
+            status = "FINISHED"
+        finally:
+            tracker.finish(status)
+        summary.wall_time_s = progress.elapsed()
     return summary

@@ -1,0 +1,114 @@
+"""One process per sweep: the same sweep started twice runs each job once; different sweeps share a folder."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from runners.lock import SweepBusy, sweep_lock, sweep_lock_path
+from runners.store import ResultStore
+from runners.sweep import sweep_key
+from suite.cli import main
+from suite.cli.run import experiment_config
+
+# zoo-fit's quick preset, shrunk to 4 one-gate jobs that still take a moment each
+SWEEP = ["--preset", "quick", "--set", "zoo_n=20", "--set", "max_gates=4", "--set", "gates_per_job=1",
+         "--set", "steps_per_stage=300", "--set", "stages=1", "--set", "models=[node]", "--set", "seeds=1"]
+JOBS = 4
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(results: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen([sys.executable, "-m", "suite.cli", "--results", str(results), "run", "zoo-fit", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def holder(results: Path, key: str) -> subprocess.Popen:
+    """Another process holding the lock of the zoo-fit sweep ``key`` until killed."""
+    code = ("import time\nfrom runners.lock import sweep_lock\n"
+            f"with sweep_lock({str(results)!r}, 'zoo-fit', {key!r}):\n"
+            "    print('held', flush=True)\n    time.sleep(300)")
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def the_sweep_key(*overrides: str) -> str:
+    experiment, config = experiment_config("zoo-fit", "quick", None, [*SWEEP[3::2], *overrides])
+    return sweep_key([j.key for j in experiment.plan(config)])
+
+
+def tracked_runs(results: Path) -> tuple[list, list]:
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("hybridbench/zoo-fit").experiment_id], max_results=1000)
+    return [r for r in runs if r.data.tags.get("kind") == "sweep"], [r for r in runs if "job_key" in r.data.tags]
+
+
+def ran(output: str) -> int:
+    return int(re.search(r"(\d+) ran \(", output).group(1))
+
+
+def test_same_sweep_while_another_process_runs_it_is_exit_2_naming_that_process(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    proc = holder(tmp_path, the_sweep_key())
+    try:
+        assert main(["--results", str(tmp_path), "run", "zoo-fit", *SWEEP, "--tracking-uri", "none"]) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+    err = capsys.readouterr().err
+    assert f"pid {proc.pid} on {socket.gethostname()}" in err and "already running" in err
+    assert not (tmp_path / "sweeps").exists() and not (tmp_path / "tables").exists()  # nothing written
+    # the kernel dropped the killed holder's lock: the sweep runs now
+    assert main(["--results", str(tmp_path), "run", "zoo-fit", *SWEEP, "--tracking-uri", "none"]) == 0
+    assert len(ResultStore(tmp_path).done_keys("zoo-fit")) == JOBS
+
+
+def test_lock_is_free_again_after_its_holder_is_killed(tmp_path: Path) -> None:
+    proc = holder(tmp_path, "k")
+    with pytest.raises(SweepBusy, match=f"pid {proc.pid}"), sweep_lock(tmp_path, "zoo-fit", "k"):
+        pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sweep_lock(tmp_path, "zoo-fit", "k") as path:
+        assert path == sweep_lock_path(tmp_path, "zoo-fit", "k") and str(os.getpid()) in path.read_text()
+    assert path.read_text() == ""  # an idle lock names nobody
+
+
+def test_two_identical_sweeps_at_once_run_each_job_once(tmp_path: Path) -> None:
+    """The issue: in a fresh folder the second died (`table jobs already exists`); else both ran every job."""
+    procs = [cli(tmp_path, *SWEEP) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) in ([0, 0], [0, 2]), outs
+    winner = outs[codes.index(0)]
+    assert ran(winner) == JOBS
+    other = outs[1 - codes.index(0)]
+    if 2 in codes:  # refused while the first ran: it names the process
+        assert "already running: pid" in other and "Traceback" not in other
+    else:  # it came after the first had finished: nothing left to run
+        assert ran(other) == 0
+    rows = ResultStore(tmp_path).read("zoo-fit")
+    assert rows["key"].nunique() == JOBS and len(rows) == JOBS
+    parents, children = tracked_runs(tmp_path)
+    assert len(parents) == 1 and len(children) == JOBS
+
+
+def test_two_different_sweeps_in_one_fresh_folder_both_finish(tmp_path: Path) -> None:
+    procs = [cli(tmp_path, *SWEEP, "--set", f"seed={seed}") for seed in (1, 2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [ran(out) for out in outs] == [JOBS, JOBS]
+    assert len(ResultStore(tmp_path).read("zoo-fit")) == 2 * JOBS
+    parents, children = tracked_runs(tmp_path)
+    assert len(parents) == 2 and len(children) == 2 * JOBS
+    assert {the_sweep_key("seed=1"), the_sweep_key("seed=2")} == {p.data.tags["sweep_key"] for p in parents}
