@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from channelzoo.errors import InputError
@@ -46,16 +46,21 @@ def sweep_lock(root: str | Path, experiment: str, sweep_key: str) -> Iterator[Pa
     who runs it lets the user follow that one (or stop it: a rerun resumes where it stopped).
     """
     path = sweep_lock_path(root, experiment, sweep_key)
-    try:
-        with file_lock(path, wait=False):
-            yield path
-    except _Held as held:
-        h = held.holder
+    held = ExitStack()
+    try:  # only taking the lock: errors of the block itself pass through untouched
+        held.enter_context(file_lock(path, wait=False))
+    except OSError as e:  # e.g. --results names a file, or a folder we may not write
+        raise InputError(f"cannot create the sweep's lock file: {e.strerror or e}", file=str(path),
+                         field="--results") from None
+    except _Held as busy:
+        h = busy.holder
         who = (f"pid {h['pid']} on {h['host']} since {h['since']} ({h['command']})" if h
                else "another process (it has not written its name yet)")
         raise SweepBusy(f"this sweep of {experiment} ({sweep_key}) is already running: {who}; wait for it to end "
                         "or stop it (running it again later resumes: done jobs are skipped)",
                         file=str(path)) from None
+    with held:
+        yield path
 
 
 @contextmanager

@@ -167,21 +167,32 @@ class MlflowTracker:
 
         Such jobs are those of a sweep whose tracking failed, or that was killed between its table and its
         tracker. Their runs come from the table (rows, wall time, artifacts) and are tagged ``logged_from``.
+        A job's run still RUNNING was cut off mid-way (only a sweep holding this job's lock could be logging
+        it, and that is us): it is replaced, so each job keeps one run.
         """
         if not stored:
             return 0
         logged: set[str] = set()
+        cut_off: dict[str, list[str]] = {}
         token = None
         with self._call() as client:
             while True:
                 page = client.search_runs([self.experiment_id], "", max_results=1000, page_token=token)
-                logged.update(r.data.tags.get("job_key", "") for r in page)
+                for run in page:
+                    key = run.data.tags.get("job_key")
+                    if key and run.info.status in ("FINISHED", "FAILED"):
+                        logged.add(key)
+                    elif key:
+                        cut_off.setdefault(key, []).append(run.info.run_id)
                 token = page.token
                 if not token:
                     break
         missing = [job for job in stored if job.key not in logged]
         for job in missing:
             self.log(stored_outcome(store, experiment, job), late=True)
+            with self._call() as client:
+                for run_id in cut_off.get(job.key, []):
+                    client.delete_run(run_id)
         return len(missing)
 
     def log(self, outcome: Outcome, late: bool = False) -> None:
@@ -244,9 +255,6 @@ class Guarded:
                   "is complete: run the sweep again to log the missing jobs.", file=self.stream or sys.stderr,
                   flush=True)
             return None
-
-    def check(self) -> None:
-        self.tracker.check()  # not guarded: a tracker that fails its check stops the command (exit 2)
 
     def start(self, experiment: str, sweep_key: str, config: dict[str, Any], planned: int) -> None:
         self._try("starting the sweep's run", self.tracker.start, experiment, sweep_key, config, planned)

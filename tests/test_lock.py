@@ -112,3 +112,10 @@ def test_two_different_sweeps_in_one_fresh_folder_both_finish(tmp_path: Path) ->
     parents, children = tracked_runs(tmp_path)
     assert len(parents) == 2 and len(children) == 2 * JOBS
     assert {the_sweep_key("seed=1"), the_sweep_key("seed=2")} == {p.data.tags["sweep_key"] for p in parents}
+
+
+def test_results_that_is_a_file_is_exit_2_naming_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    results.write_text("not a folder")
+    assert main(["--results", str(results), "run", "zoo-fit", *SWEEP, "--tracking-uri", "none"]) == 2
+    assert "--results" in capsys.readouterr().err

@@ -42,7 +42,7 @@ class Cubes:
 
 
 class DiesAfter(MlflowTracker):
-    """A real SQLite tracker whose server 'goes away' after ``good`` jobs were logged."""
+    """A real SQLite tracker whose server 'goes away' after ``good`` jobs, in the middle of logging the next."""
 
     def __init__(self, uri: str, good: int, artifacts: Path) -> None:
         super().__init__(uri, artifacts)
@@ -51,9 +51,13 @@ class DiesAfter(MlflowTracker):
 
     def log(self, outcome, late: bool = False) -> None:
         self.calls += 1
-        if self.calls > self.good:
-            raise mlflow.exceptions.MlflowException("API request to http://tracker/ failed: Connection refused")
+        if self.calls > self.good:  # the job's run is created, then the next request fails
+            self.client.log_param = self.gone
         super().log(outcome, late)
+
+    @staticmethod
+    def gone(*args) -> None:
+        raise mlflow.exceptions.MlflowException("API request to http://tracker/ failed: Connection refused")
 
 
 def closed_port() -> int:
@@ -115,12 +119,13 @@ def test_tracker_failure_mid_sweep_costs_no_row_and_the_rerun_logs_what_it_misse
     assert (first.ran, first.failed) == (5, 0)
     assert sorted(store.read("cubes")["cube"]) == [0, 1, 8, 27, 64]
     assert out.getvalue().count("[tracking]") == 1 and "Connection refused" in out.getvalue()
-    assert len(children(uri, "cubes")) == 2
+    assert sorted(r.info.status for r in children(uri, "cubes")) == ["FINISHED", "FINISHED", "RUNNING"]
 
     again = run_sweep(Cubes(), CubesConfig(), store, tracker=make_tracker(uri, tmp_path), stream=io.StringIO())
     assert (again.ran, again.skipped) == (0, 5)
     runs = children(uri, "cubes")
     assert sorted(r.data.tags["job_key"] for r in runs) == sorted(store.read("cubes")["key"])  # each job once
+    assert {r.info.status for r in runs} == {"FINISHED"}  # the run cut off mid-way was replaced
     late = [r for r in runs if r.data.tags.get("logged_from") == "table"]
     assert len(late) == 3 and all(r.info.status == "FINISHED" and r.data.metrics["rows"] == 1 for r in late)
     parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
@@ -143,3 +148,54 @@ def test_tracker_that_fails_to_start_costs_no_row(tmp_path: Path) -> None:
     summary = run_sweep(Cubes(), CubesConfig(), store, tracker=tracker, stream=out)
     assert summary.ran == 5 and len(store.read("cubes")) == 5
     assert out.getvalue().count("[tracking]") == 1 and "the server went away" in out.getvalue()
+
+
+def mlflow_server(tmp_path: Path, port: int) -> subprocess.Popen:
+    """A real tracking server on ``port`` over ``tmp_path/server.db``, once it accepts connections."""
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--artifacts-destination", str(tmp_path / "artifacts")],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_server_killed_mid_sweep_costs_no_row_and_the_rerun_logs_every_job_once(tmp_path: Path) -> None:
+    port = closed_port()
+    uri = f"http://127.0.0.1:{port}"
+    results = tmp_path / "results"
+    sweep = [sys.executable, "-m", "suite.cli", "--results", str(results), "run", "zoo-fit", "--set", "zoo_n=20",
+             "--set", "max_gates=6", "--set", "gates_per_job=1", "--set", "steps_per_stage=400", "--set", "stages=1",
+             "--set", "models=[node]", "--set", "seeds=1", "--tracking-uri", uri]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    server = mlflow_server(tmp_path, port)
+    try:
+        proc = subprocess.Popen(sweep, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        parts = results / "tables" / "experiment=zoo-fit"
+        deadline = time.monotonic() + 240
+        while len(list(parts.glob("part-*.parquet"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "sweep ended before the server could die"
+            time.sleep(0.05)
+        server.kill()
+        server.wait()
+        out = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, out
+        assert "6 ran (0 failed)" in out and out.count("[tracking]") == 1 and "Traceback" not in out
+        assert len(ResultStore(results).done_keys("zoo-fit")) == 6
+
+        server = mlflow_server(tmp_path, port)
+        again = subprocess.run(sweep, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and "6 already done, 0 ran" in again.stdout, again.stdout + again.stderr
+        runs = children(uri, "zoo-fit")
+        assert sorted(r.data.tags["job_key"] for r in runs) == sorted(ResultStore(results).done_keys("zoo-fit"))
+        assert any(r.data.tags.get("logged_from") == "table" for r in runs)
+    finally:
+        server.kill()
+        server.wait()
