@@ -71,7 +71,10 @@ def file_lock(path: str | Path, wait: bool = True) -> Iterator[None]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd, writable = os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+    except PermissionError:  # another user's lock file in a shared folder: lock it all the same, unnamed
+        fd, writable = os.open(path, os.O_RDONLY), False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -80,12 +83,14 @@ def file_lock(path: str | Path, wait: bool = True) -> Iterator[None]:
         record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                              "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:500]})
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record.encode(), 0)
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record.encode(), 0)
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)  # still held: an idle lock file names nobody
+            if writable:
+                os.ftruncate(fd, 0)  # still held: an idle lock file names nobody
     finally:
         os.close(fd)  # releases the lock
 
