@@ -68,7 +68,7 @@ def _build(args: argparse.Namespace) -> int:
             raise ZooError("--source icg needs the PATH of an ICG clone", field="path")
         result = import_icg(args.path)
         channels = result.channels
-        report = result.report() and f"\n{result.report()}"
+        report = f"\n{left_out}" if (left_out := result.report()) else ""
     if not channels:
         raise ZooError("the source gave no usable channel", file=args.path, field="channels")
     out = write_catalogue(channels, args.out or catalogue_path(args.results, args.source))
