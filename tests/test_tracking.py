@@ -1,8 +1,10 @@
 """Tracking follows the table: a bad tracker stops the command before anything runs (exit 2, within seconds);
 a tracker that fails during a sweep costs no row, and the next run of the sweep logs what it missed."""
 
+import contextlib
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -151,18 +153,24 @@ def test_tracker_that_fails_to_start_costs_no_row(tmp_path: Path) -> None:
 
 
 def mlflow_server(tmp_path: Path, port: int) -> subprocess.Popen:
-    """A real tracking server on ``port`` over ``tmp_path/server.db``, once it accepts connections."""
+    """A real tracking server on ``port`` over ``tmp_path/server.db``, once it accepts connections.
+
+    It runs in a process group of its own, which ``kill_group`` ends whole."""
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                                "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
                                "--artifacts-destination", str(tmp_path / "artifacts")],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                              start_new_session=True)  # its own group: the server is several processes
     deadline = time.monotonic() + 120
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return server
         except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+            if server.poll() is not None or time.monotonic() > deadline:
+                kill_group(server)
+                pytest.fail("mlflow server did not start")
             time.sleep(0.5)
 
 
@@ -183,8 +191,7 @@ def test_server_killed_mid_sweep_costs_no_row_and_the_rerun_logs_every_job_once(
         while len(list(parts.glob("part-*.parquet"))) < 2:
             assert proc.poll() is None and time.monotonic() < deadline, "sweep ended before the server could die"
             time.sleep(0.05)
-        server.kill()
-        server.wait()
+        kill_group(server)
         out = proc.communicate(timeout=300)[0]
         assert proc.returncode == 0, out
         assert "6 ran (0 failed)" in out and out.count("[tracking]") == 1 and "Traceback" not in out
@@ -197,5 +204,10 @@ def test_server_killed_mid_sweep_costs_no_row_and_the_rerun_logs_every_job_once(
         assert sorted(r.data.tags["job_key"] for r in runs) == sorted(ResultStore(results).done_keys("zoo-fit"))
         assert any(r.data.tags.get("logged_from") == "table" for r in runs)
     finally:
-        server.kill()
-        server.wait()
+        kill_group(server)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
