@@ -66,6 +66,11 @@ class IcgImport:
         """Skipped folders per reason, most frequent first."""
         return dict(sorted(Counter(r for _, r in self.skipped).items(), key=lambda kv: (-kv[1], kv[0])))
 
+    def report(self) -> str:
+        """What was left out and why: a line per skip reason (with its count), a line per malformed file."""
+        lines = [f"  skipped {count:5d}: {reason}" for reason, count in self.skip_counts.items()]
+        return "\n".join(lines + [f"  error: {message}" for message in self.errors])
+
     @property
     def class_counts(self) -> dict[str, int]:
         """Imported channels per ion class."""

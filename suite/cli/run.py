@@ -22,7 +22,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus-per-job", type=float, default=0.0, help="Ray: GPUs each job asks for (0.25: 4 a GPU)")
     parser.add_argument("--max-retries", type=int, default=3, help="Ray: retries of a job whose worker died")
     parser.add_argument("--tracking-uri", help="MLflow URI (default MLFLOW_TRACKING_URI, else sqlite under "
-                                               "RESULTS; 'none' turns tracking off)")
+                                               "RESULTS; 'none' turns tracking off); checked before any job runs")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -59,9 +59,10 @@ def run_one(args: argparse.Namespace, name: str, preset: str | None, path: str |
             overrides: list[str] | None = None) -> SweepSummary:
     experiment, config = experiment_config(name, preset, path, overrides or [])
     backend = make_backend(args)
+    tracker = make_tracker(args.tracking_uri, args.results)  # checked before any job runs or file is written
     print(f"[{name}] {backend.describe()}; config: {to_dict(config)}", flush=True)
-    summary = run_sweep(experiment, config, ResultStore(args.results), backend,
-                        make_tracker(args.tracking_uri, args.results), rerun=getattr(args, "rerun", ()))
+    summary = run_sweep(experiment, config, ResultStore(args.results), backend, tracker,
+                        rerun=getattr(args, "rerun", ()))
     rerun = f" ({summary.rerun} of them again)" if summary.rerun else ""
     print(f"[{name}] {summary.planned} jobs: {summary.skipped} already done, {summary.ran} ran{rerun} "
           f"({summary.failed} failed) in {summary.wall_time_s:.1f} s -> {args.results}/tables", flush=True)

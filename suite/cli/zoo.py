@@ -7,12 +7,10 @@ import json
 import time
 from pathlib import Path
 
-import pandas as pd
-from channelzoo.generated import generate
-from channelzoo.icg import import_icg
-
 from channelzoo.catalogue import Zoo, write_catalogue
 from channelzoo.errors import ZooError
+from channelzoo.generated import generate
+from channelzoo.icg import import_icg
 
 SOURCES = ("generated", "icg")
 
@@ -70,9 +68,7 @@ def _build(args: argparse.Namespace) -> int:
             raise ZooError("--source icg needs the PATH of an ICG clone", field="path")
         result = import_icg(args.path)
         channels = result.channels
-        reasons = pd.Series([reason for _, reason in result.skipped], dtype=object).value_counts()
-        report = "".join(f"\n  skipped {count:5d}: {reason}" for reason, count in reasons.items())
-        report += "".join(f"\n  error: {message}" for message in result.errors)
+        report = f"\n{left_out}" if (left_out := result.report()) else ""
     if not channels:
         raise ZooError("the source gave no usable channel", file=args.path, field="channels")
     out = write_catalogue(channels, args.out or catalogue_path(args.results, args.source))

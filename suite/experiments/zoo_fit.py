@@ -9,6 +9,7 @@ paper's "omni" baseline, without training.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,10 @@ class ZooFitConfig:
 
 
 def load_gate_rows(config: ZooFitConfig) -> pd.DataFrame:
-    """The catalogue rows the sweep fits: the chosen zoo, classes and subset, in catalogue order."""
+    """The catalogue rows the sweep fits: the chosen zoo, classes and subset, in catalogue order.
+
+    An ICG zoo says on stderr how many channels it imported and which folders it left out, and why.
+    """
     if config.zoo == "generated":
         from channelzoo.generated import generate
 
@@ -83,7 +87,14 @@ def load_gate_rows(config: ZooFitConfig) -> pd.DataFrame:
     elif config.zoo == "icg":
         from channelzoo.icg import import_icg
 
-        zoo = Zoo.from_channels(import_icg(config.zoo_path).channels)
+        imported = import_icg(config.zoo_path)
+        left_out = imported.report()
+        if not imported.channels:
+            raise ConfigError(f"no usable ICG channel in {config.zoo_path}\n{left_out}", field="zoo_path")
+        # Said as `zoo build` says it: the folders the import left out would otherwise vanish silently.
+        print(f"[zoo-fit] ICG {config.zoo_path}: {len(imported.channels)} channels" + (f"; left out:\n{left_out}"
+              if left_out else ""), file=sys.stderr, flush=True)
+        zoo = Zoo.from_channels(imported.channels)
     elif config.zoo.endswith(".parquet"):
         zoo = Zoo.load(config.zoo)
     else:
