@@ -6,12 +6,12 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from suite.experiments.base import package_version
 
-
-def write_report(path: Path, written: dict[str, list[Path]], status: list[dict], preset: str, seconds: float) -> Path:
+def write_report(path: Path, written: dict[str, list[Path]], status: list[dict], preset: str, seconds: float,
+                 version: str) -> Path:
+    """``version``: the hybridbench that made the report (the caller knows it; analysis imports no suite)."""
     lines = [f"# hybridbench report ({preset} preset)", "",
-             f"hybridbench {package_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {seconds:.0f} s in all.", "",
+             f"hybridbench {version}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {seconds:.0f} s in all.", "",
              "| experiment | jobs done | failed | pending | rows |", "|---|---|---|---|---|"]
     lines += [f"| {s['experiment']} | {s['done']} | {s['failed_jobs']} | {s['pending']} | {s['rows']} |"
               for s in status]

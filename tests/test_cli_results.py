@@ -153,7 +153,7 @@ def test_all_failed_experiment_gets_a_table_and_the_others_their_figures(tmp_pat
     table = (figures / "recovery_failed_jobs.md").read_text()
     assert table.count("RuntimeError: boom") == 2
     written = {name: render(name, store.read(name), figures) for name in ("recovery", "zoo-fit")}
-    report = write_report(store.root / "report.md", written, store.status(), "quick", 1.0).read_text()
+    report = write_report(store.root / "report.md", written, store.status(), "quick", 1.0, "0+test").read_text()
     assert "### recovery_failed_jobs" in report and "fig2_zoo_fit" in report
 
 

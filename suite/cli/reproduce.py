@@ -11,6 +11,7 @@ from analysis.report import write_report
 from runners.store import ResultStore
 from suite.cli.run import add_backend_arguments, run_one
 from suite.experiments import EXPERIMENTS
+from suite.experiments.base import package_version
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -31,6 +32,6 @@ def _reproduce(args: argparse.Namespace) -> int:
     figures_dir = Path(args.results) / "figures"
     written = {name: render(name, store.read(name), figures_dir) for name in names}
     report = write_report(Path(args.results) / "report.md", written, store.status(), args.preset,
-                          time.perf_counter() - start)
+                          time.perf_counter() - start, package_version())
     print(f"wrote {report} ({time.perf_counter() - start:.0f} s in all)")
     return 0
