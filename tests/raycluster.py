@@ -8,6 +8,7 @@ never with a global `ray stop`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -20,9 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# GCS declares a silent node dead after about 3 s instead of about 30 s, so a lost node's tasks are retried soon.
+# GCS declares a silent node dead after about 5 s instead of tens of seconds, so a lost node's tasks are
+# retried soon (not sooner: a busy machine must not get a live node declared dead).
 FAST_FAILURE_DETECTION = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
-                          "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+                          "RAY_health_check_timeout_ms": "2000", "RAY_health_check_failure_threshold": "5"}
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies, so no node outlives a crashed test
+    (`ray start --block` spawns a reaper that ends the node's other processes when it dies)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def ray_cli() -> str | None:
@@ -118,22 +126,25 @@ class Cluster:
         log = self.root / f"{name}.log"
         with log.open("w") as out:
             proc = subprocess.Popen([ray_cli(), "start", "--block", f"--temp-dir={temp}", *ports, *args],
-                                    env=node_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                    env=node_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_die_with_parent)
         node = Node(name, proc, log)
         self.nodes.append(node)
         return node
 
-    def start_head(self, num_cpus: int, num_gpus: int = 0) -> Node:
-        """The head (GCS and a raylet), returned once it runs."""
+    def start_head(self, num_cpus: int, num_gpus: int = 0, wait: bool = True) -> Node:
+        """The head (GCS and a raylet), returned once it runs (``wait``) or as soon as it starts."""
         port = free_port()
         self.address = f"127.0.0.1:{port}"
         head = self._start("head", "--head", f"--port={port}", *client_port(), "--include-dashboard=false",
                            f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}")
-        head.wait_started()
+        if wait:
+            head.wait_started()
         return head
 
     def add_worker(self, num_cpus: int = 1, num_gpus: int = 0) -> Node:
-        """A worker node joining the head; starting, not waited for (`wait_for` counts nodes up)."""
+        """A worker node joining the head (which may still be starting: it waits for the head's GCS);
+        not waited for: `wait_for` counts the nodes up."""
         name = f"w{sum(n.name.startswith('w') for n in self.nodes) + 1}"
         return self._start(name, f"--address={self.address}",
                            f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}")
@@ -150,10 +161,20 @@ class Cluster:
             time.sleep(0.2)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {n.name}\n{n.log.read_text()[-2000:]}" for n in self.nodes)
+        """What each node's `ray start` printed and the end of its raylet's log, for a failure message."""
+        out = []
+        for n in self.nodes:
+            raylet = sorted((self.root / n.name).glob("session_*/logs/raylet.out"))
+            tail = raylet[-1].read_text(errors="replace")[-1500:] if raylet else "(no raylet log)"
+            out.append(f"--- {n.name}\n{n.log.read_text()[-1500:]}\n--- {n.name} raylet.out\n{tail}")
+        return "\n".join(out)
 
     def stop(self) -> None:
         """Workers first, then the head; SIGKILL: nothing here needs a graceful end, and it cannot hang."""
         for node in reversed(self.nodes):
             node.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
+        for _ in range(10):  # a killed node's reaper may still write a log file into it
+            shutil.rmtree(self.root, ignore_errors=True)
+            if not self.root.exists():
+                break
+            time.sleep(0.5)

@@ -31,13 +31,14 @@ def connected(cluster: Cluster, nodes: int) -> None:
     """This process joins ``cluster`` as its driver, once ``nodes`` nodes are up."""
     import ray
 
+    cluster.nodes[0].wait_started()
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     cluster.wait_for(nodes)
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head with 1 CPU and 2 declared GPUs, two worker nodes with 1 CPU each."""
+    """A head with 2 CPUs and 2 declared GPUs, two worker nodes with 1 CPU each, all started at once."""
     import ray
 
     with pytest.MonkeyPatch.context() as mp:
@@ -45,7 +46,7 @@ def cluster():
             mp.setenv(name, value)
         c = Cluster()
         try:
-            c.start_head(num_cpus=1, num_gpus=2)
+            c.start_head(num_cpus=2, num_gpus=2, wait=False)  # 2 CPUs: Ray starts 2 workers at a time there
             c.add_worker(num_cpus=1)
             c.add_worker(num_cpus=1)
             connected(c, 3)
@@ -150,7 +151,7 @@ def test_soak_two_thousand_jobs_through_repeated_worker_losses(tmp_path: Path) -
             mp.setenv(name, value)
         cluster = Cluster()
         try:
-            cluster.start_head(num_cpus=1)
+            cluster.start_head(num_cpus=1, wait=False)
             cluster.add_worker(num_cpus=1)
             cluster.add_worker(num_cpus=1)
             connected(cluster, 3)
