@@ -31,8 +31,10 @@ class Ray:
     """Jobs as Ray tasks: a local cluster (address None) or an existing one ("HOST:PORT" or "auto").
 
     Each task asks for ``cpus_per_job`` CPUs and ``gpus_per_job`` GPUs (a fraction lets several jobs
-    share a GPU); lost workers are retried ``max_retries`` times. Results come back to the driver,
-    which alone writes the store and the tracker, so workers need no shared disk.
+    share a GPU); a task whose worker or node died is retried ``max_retries`` times. Results come back
+    to the driver, which alone writes the store and the tracker, so workers need no shared disk.
+    A job runs on CUDA only where Ray gave it GPUs and the worker has CUDA; its rows keep the ids
+    (``gpu_ids``) and the device it really ran on.
     """
 
     address: str | None = None
@@ -54,11 +56,10 @@ class Ray:
         if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      configure_logging=False, runtime_env=None)
-        device = "cuda" if self.gpus_per_job > 0 else "cpu"
-        task = ray.remote(run_job).options(num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job,
-                                           max_retries=self.max_retries, retry_exceptions=False)
+        task = ray.remote(_on_worker).options(num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job,
+                                              max_retries=self.max_retries, retry_exceptions=False)
         shared = ray.put(experiment)
-        pending = {task.remote(shared, job, device): job for job in jobs}
+        pending = {task.remote(shared, job): job for job in jobs}
         self._in_flight = len(pending)
         try:
             while pending:
@@ -69,13 +70,29 @@ class Ray:
                     try:
                         yield ray.get(ref)
                     except ray.exceptions.RayError as e:  # the worker died past its retries
-                        yield _lost(job, device, e)
+                        yield _lost(job, e)
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
 
 
-def _lost(job: Job, device: str, error: BaseException) -> Outcome:
+def job_device(gpu_ids: Sequence[str], cuda: bool) -> str:
+    """CUDA where the scheduler gave GPUs and this machine has CUDA, else the CPU (declared GPUs need not exist)."""
+    return "cuda" if gpu_ids and cuda else "cpu"
+
+
+def _on_worker(experiment: Experiment, job: Job) -> Outcome:
+    """A Ray task: run the job on the device its GPU grant and the worker allow; Ray sets CUDA_VISIBLE_DEVICES."""
+    import ray
+    import torch
+
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+    return run_job(experiment, job, job_device(gpu_ids, torch.cuda.is_available()), ",".join(gpu_ids))
+
+
+def _lost(job: Job, error: BaseException) -> Outcome:
     from suite.experiments.base import failed_rows, stamp_rows
 
-    return Outcome(job, stamp_rows(failed_rows(job, error), job, device, 0.0), ok=False)
+    rows = stamp_rows(failed_rows(job, error), job, "cpu", 0.0)
+    rows["gpu_ids"] = ""
+    return Outcome(job, rows, ok=False)

@@ -19,8 +19,12 @@ class Outcome:
     ok: bool = True
 
 
-def run_job(experiment: Experiment, job: Job, device: str) -> Outcome:
-    """Run one job; a job that raises becomes a failed row (a failure is data, the sweep goes on)."""
+def run_job(experiment: Experiment, job: Job, device: str, gpu_ids: str = "") -> Outcome:
+    """Run one job; a job that raises becomes a failed row (a failure is data, the sweep goes on).
+
+    ``gpu_ids``: the GPUs a scheduler gave the job (Ray's ids, comma-separated; "" when none), kept in
+    its rows beside ``device``, which says where the job really ran.
+    """
     start = time.perf_counter()
     ran_on = device
     try:
@@ -30,4 +34,6 @@ def run_job(experiment: Experiment, job: Job, device: str) -> Outcome:
     except Exception as e:
         rows, artifacts, metrics, ok = failed_rows(job, e), {}, {}, False
     wall = time.perf_counter() - start
-    return Outcome(job, stamp_rows(rows, job, ran_on, wall), artifacts, {**metrics, "job_wall_time_s": wall}, ok)
+    rows = stamp_rows(rows, job, ran_on, wall)
+    rows["gpu_ids"] = gpu_ids
+    return Outcome(job, rows, artifacts, {**metrics, "job_wall_time_s": wall}, ok)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from conftest import ICG_FIXTURE
 
 from suite.cli import main
 
@@ -22,12 +23,12 @@ def test_build_list_show_plot_generated(tmp_path: Path, capsys: pytest.CaptureFi
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_build_icg(tmp_path: Path, icg_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_icg(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     results = str(tmp_path / "results")
-    assert main(["--results", results, "zoo", "build", "--source", "icg", str(icg_root / "icg-channels-Ca")]) == 0
+    assert main(["--results", results, "zoo", "build", "--source", "icg", str(ICG_FIXTURE)]) == 0
     out = capsys.readouterr().out
-    assert "445 channels" in out and "skipped" in out
-    assert main(["--results", results, "zoo", "show", "184168_Ca_LVA"]) == 0
+    assert "4 channels" in out and "no omnimodel.md" in out and "116094_kca.mod" in out
+    assert main(["--results", results, "zoo", "show", "114637_ical"]) == 0
 
 
 @pytest.mark.parametrize("args", [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHARED
+from conftest import FULL_ICG, ICG_FIXTURE, NEEDS_FULL_ICG
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,10 +18,9 @@ from channelzoo.gates import Gate, InfTau, Rate, evaluate_gates
 from channelzoo.grid import ICG_GRID_MV
 from channelzoo.icg import TAU_FLOOR_MS, IcgImport, import_icg, omni_gates, parse_omnimodel
 
-ICG = SHARED / "data" / "icg"
-KD = ICG / "icg-channels-K" / "101629_kd.mod"
-NA = ICG / "icg-channels-Na" / "101629_na3n.mod"
-needs_data = pytest.mark.skipif(not ICG.is_dir(), reason=f"ICG clones not found at {ICG}")
+ICG = FULL_ICG
+KD = ICG_FIXTURE / "icg-channels-K" / "101629_kd.mod"
+NA = ICG_FIXTURE / "icg-channels-Na" / "101629_na3n.mod"
 
 # ICG's SM2 TAU coefficients for these gates sit one place off from the fit its published errors describe.
 SM2_QUIRKS = {("124063_Bip_Kv", "h"), ("180370_L_Ca", "m")}
@@ -30,7 +29,7 @@ SM2_QUIRKS = {("124063_Bip_Kv", "h"), ("180370_L_Ca", "m")}
 @pytest.fixture(scope="module")
 def full() -> tuple[IcgImport, float]:
     if not ICG.is_dir():
-        pytest.skip(f"ICG clones not found at {ICG}")
+        pytest.skip(NEEDS_FULL_ICG)
     start = time.perf_counter()
     result = import_icg(ICG)
     return result, time.perf_counter() - start
@@ -87,8 +86,8 @@ def test_import_is_deterministic_and_any_root_works(full: tuple[IcgImport, float
     assert single == kd and single.metadata == kd.metadata and single.gates[0].metadata == kd.gates[0].metadata
 
 
-def test_kd_tables_parsed_exactly(full: tuple[IcgImport, float]) -> None:
-    kd = by_id(full[0])["101629_kd"]
+def test_kd_tables_parsed_exactly() -> None:
+    (kd,) = import_icg(KD).channels
     assert (kd.ion_class, kd.source, kd.gbar, kd.e_rev, kd.structure) == ("K", "icg", 1.0, -77.0, "n")
     assert kd.metadata | {"omni_best": None} == {
         "modeldb_id": "101629", "icg_id": "10", "suffix": "kd", "file": "icg-channels-K/101629_kd.mod",
@@ -146,8 +145,8 @@ def test_omni_params_reproduce_icg_err1(full: tuple[IcgImport, float]) -> None:
     assert compared > 34_000 and len({sm for _, _, sm in rows}) == 5
 
 
-def test_omni_gates_are_inf_tau_gates(full: tuple[IcgImport, float]) -> None:
-    (n,) = by_id(full[0])["101629_kd"].gates
+def test_omni_gates_are_inf_tau_gates() -> None:
+    ((n,),) = [c.gates for c in import_icg(KD).channels]
     omni = omni_gates(n)
     assert list(omni) == ["SM1", "SM2", "SM3", "SM4", "SM5"]
     assert [g.kinetics.tau.form for g in omni.values()] == ["ICGTau3", "ICGTau3", "ICGTau2", "ICGTau1", "ICGTau4"]
@@ -176,7 +175,6 @@ def _non_numeric(text: str) -> str:
     return text.replace("54.12,", '"54.12",', 2)  # the bare table and n_6.3
 
 
-@needs_data
 @pytest.mark.parametrize(("damage", "expected"), [
     (_truncate, "'RATE VALS SS': section missing (truncated file?)"),
     (_drop_section, "'GATES': section missing"),
@@ -195,7 +193,6 @@ def test_malformed_file_is_one_error_and_the_rest_imports(tmp_path: Path, damage
     assert str(bad / "omnimodel.md") in message and expected in message
 
 
-@needs_data
 def test_corrupted_bytes_and_empty_folder_are_errors(tmp_path: Path) -> None:
     copy_channel(NA, tmp_path)
     (copy_channel(KD, tmp_path) / "omnimodel.md").write_bytes(b"\xff\xfe\x00garbage" + os.urandom(64))
@@ -207,7 +204,6 @@ def test_corrupted_bytes_and_empty_folder_are_errors(tmp_path: Path) -> None:
     assert any("101629_kd.mod/omnimodel.md" in e and "UTF-8" in e for e in result.errors)
 
 
-@needs_data
 @pytest.mark.parametrize(("change", "reason"), [
     (lambda t: t.replace("## ERROR FLAGS\n\n[]", "## ERROR FLAGS\n\n- 4\n- 11"), "error flags 4, 11"),
     (lambda t: t.replace('"n_6.3"', '"q_6.3"').replace('"n":', '"q":', 1), "gate missing from tables"),
@@ -224,7 +220,6 @@ def test_unusable_channel_is_skipped_with_reason(tmp_path: Path, change, reason:
     assert result.skipped == [("icg-channels-K/101629_kd.mod", reason)]
 
 
-@needs_data
 def test_tiny_x_inf_excursions_are_clamped_and_crlf_reads_the_same(tmp_path: Path) -> None:
     text = kd_text().replace("0.999762,", "1.0000004,", 2).replace("\n", "\r\n")
     copy_channel(KD, tmp_path, text)
@@ -232,11 +227,21 @@ def test_tiny_x_inf_excursions_are_clamped_and_crlf_reads_the_same(tmp_path: Pat
     assert kd.gates[0].kinetics.inf[0] == 1.0 and kd.gates[0].kinetics.tau[4] == 2.35
 
 
-@needs_data
 def test_missing_omnimodel_is_skipped(tmp_path: Path) -> None:
     (copy_channel(KD, tmp_path) / "omnimodel.md").unlink()
     result = import_icg(tmp_path)
     assert result.skipped == [("icg-channels-K/101629_kd.mod", "no omnimodel.md")]
+
+
+def test_the_committed_fixture_imports_as_its_readme_says() -> None:
+    """tests/data/icg: four channels, seven folders skipped for ICG's own reasons, one malformed file."""
+    result = import_icg(ICG_FIXTURE)
+    assert [(c.id, c.ion_class, c.structure) for c in result.channels] == [
+        ("101629_kd", "K", "n"), ("101629_na3n", "Na", "m3hs"), ("114637_ical", "Ca", "m2"), ("144401_kc", "KCa", "m")]
+    assert result.skip_counts == {"no omnimodel.md": 3, "error flag 11": 1, "error flags 4, 11": 1,
+                                  "x_inf outside [0, 1]": 1, "gate missing from tables": 1}
+    (message,) = result.errors
+    assert "icg-channels-KCa/116094_kca.mod/omnimodel.md" in message and "section missing" in message
 
 
 def test_root_without_channels_is_an_error(tmp_path: Path) -> None:
@@ -265,7 +270,6 @@ def test_parser_raises_only_zoo_error(text: str) -> None:
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in sections.items())
 
 
-@needs_data
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_damaged_file_never_escapes_as_another_exception(data: st.DataObject) -> None:

@@ -4,15 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from suite.sim.compartments import compartmentalise
 from suite.sim.generated_morphology import pyramidal
 from suite.sim.morphology import MorphologyError, parse_swc, read_swc, sections
-
-CA1 = SHARED / "data" / "morphologies" / "ca1_n120_single_point_soma.swc"
 
 SINGLE_POINT = """# soma and two dendrites
 1 1 0 0 0 10 -1
@@ -116,9 +113,7 @@ def test_the_generated_pyramidal_cell_is_deterministic_and_has_every_region() ->
     assert {s.region for s in sections(a)} == {"soma", "axon", "basal", "apical"}
 
 
-def test_the_paper_ca1_cell_has_154_sections() -> None:
-    if not CA1.exists():
-        pytest.skip(f"no CA1 morphology at {CA1}")
-    secs = sections(read_swc(CA1))
+def test_the_paper_ca1_cell_has_154_sections(morphologies: Path) -> None:
+    secs = sections(read_swc(morphologies / "ca1_n120_single_point_soma.swc"))
     assert len(secs) == 154 and secs[0].region == "soma"
     assert compartmentalise(secs, "d_lambda").area.astype(bool).sum() == 624  # NEURON's d_lambda count

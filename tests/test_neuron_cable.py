@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED
 
 from channelzoo.models import pospischil_jaxley
 from suite.sim.cable import Cable
@@ -21,7 +20,7 @@ from suite.sim.neuron_cable import build_cell, neuron_available
 
 pytestmark = pytest.mark.skipif(not neuron_available(), reason="NEURON (with nrnivmodl) not installed")
 
-CA1 = SHARED / "data" / "morphologies" / "ca1_n120_single_point_soma.swc"
+CA1 = "ca1_n120_single_point_soma.swc"  # in tests/data/morphologies (the `morphologies` fixture)
 DT, T_STOP, AMP, DELAY, DUR, V_INIT = 0.025, 70.0, 0.65, 10.0, 40.0, -70.0
 
 
@@ -50,25 +49,20 @@ def spikes(v: np.ndarray) -> int:
     return int(np.sum(np.diff((v > 0).astype(int)) == 1))
 
 
-def test_ca1_soma_matches_neuron() -> None:
+def test_ca1_soma_matches_neuron(morphologies: Path) -> None:
     """The paper's cell (154 compartments, Pospischil Na, Kd, M, leak, Ra 100): max |dV| <= 0.05 mV over 70 ms.
 
     Measured 0.022 mV (mean 6e-4): the difference is NEURON's float32 3-D points, not the scheme.
     """
-    if not CA1.exists():
-        pytest.skip(f"no CA1 morphology at {CA1}")
-    theirs, ours, (a_neuron, a_ours) = both(CA1)
+    theirs, ours, (a_neuron, a_ours) = both(morphologies / CA1)
     np.testing.assert_allclose(a_ours, a_neuron, rtol=1e-5)  # same geometry segment by segment (NEURON: float32)
     assert spikes(theirs) >= 3 and spikes(ours) == spikes(theirs)
     assert np.abs(theirs - ours).max() <= 0.05
 
 
-def test_multi_point_soma_file_matches_neuron() -> None:
+def test_multi_point_soma_file_matches_neuron(morphologies: Path) -> None:
     """The same cell as NeuroMorpho ships it: a 9-point soma contour branching into two soma sections."""
-    swc = SHARED / "data" / "morphologies" / "ca1_n120.swc"
-    if not swc.exists():
-        pytest.skip(f"no morphology at {swc}")
-    theirs, ours, (a_neuron, a_ours) = both(swc)
+    theirs, ours, (a_neuron, a_ours) = both(morphologies / "ca1_n120.swc")
     np.testing.assert_allclose(a_ours, a_neuron, rtol=1e-5)  # NEURON keeps 3-D points in float32
     assert spikes(ours) == spikes(theirs) and np.abs(theirs - ours).mean() < 0.5
 
@@ -80,9 +74,7 @@ def test_generated_morphology_matches_neuron(generated_swc: Path) -> None:
     assert np.abs(theirs - ours).mean() < 0.5
 
 
-def test_ca1_with_d_lambda_matches_neuron() -> None:
-    if not CA1.exists():
-        pytest.skip(f"no CA1 morphology at {CA1}")
-    theirs, ours, (a_neuron, a_ours) = both(CA1, "d_lambda")
+def test_ca1_with_d_lambda_matches_neuron(morphologies: Path) -> None:
+    theirs, ours, (a_neuron, a_ours) = both(morphologies / CA1, "d_lambda")
     assert len(a_ours) == len(a_neuron) == 624
     assert np.abs(theirs - ours).mean() < 0.5

@@ -6,12 +6,12 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from raycluster import Cluster, free_port, node_env, ray_cli
 
 from runners.store import ResultStore
 
@@ -37,12 +37,6 @@ def table(results: Path) -> pd.DataFrame:
     return rows.sort_values(["key", "channel_id", "gate", "seed"]).reset_index(drop=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_killed_sweep_resumes_with_nothing_lost_or_run_twice(tmp_path: Path) -> None:
     full, killed = tmp_path / "full", tmp_path / "killed"
     finished(hybridbench(full, *SWEEP, "--tracking-uri", "none"))
@@ -64,26 +58,21 @@ def test_killed_sweep_resumes_with_nothing_lost_or_run_twice(tmp_path: Path) -> 
     pd.testing.assert_frame_equal(table(killed), table(full))
 
 
-@pytest.mark.skipif(shutil.which("ray") is None, reason="ray CLI not installed")
+@pytest.mark.skipif(ray_cli() is None, reason="ray CLI not installed")
 def test_sweep_on_a_real_ray_head(tmp_path: Path) -> None:
-    port = free_port()
-    # A token left in ~/.ray by an earlier ray.init must not switch this head to token auth.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
-    start = subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                            f"--temp-dir={ray_tmp}"], env=env, capture_output=True, text=True, timeout=180)
+    cluster = Cluster()  # its own ports and temp dir; stopped by its own processes, never a global `ray stop`
     try:
-        assert start.returncode == 0, start.stdout + start.stderr
+        cluster.start_head(num_cpus=2)
+        env = node_env()  # the driver, like the nodes, imports this checkout
         out = finished(hybridbench(tmp_path / "ray-results", *SWEEP, "--tracking-uri", "none",
-                                   "--ray", f"127.0.0.1:{port}", "--cpus-per-job", "1", env=env))
+                                   "--ray", cluster.address, "--cpus-per-job", "1", env=env))
         assert "ray (127.0.0.1:" in out and "8 ran (0 failed)" in out
         finished(hybridbench(tmp_path / "local-results", *SWEEP, "--tracking-uri", "none"))
         ray_rows, local_rows = table(tmp_path / "ray-results"), table(tmp_path / "local-results")
         assert (ray_rows["status"] == "ok").all()
         pd.testing.assert_frame_equal(ray_rows.drop(columns=["device"]), local_rows.drop(columns=["device"]))
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        cluster.stop()
 
 
 @pytest.mark.skipif(shutil.which("mlflow") is None, reason="mlflow CLI not installed")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ICG_FIXTURE
 
 from runners.store import ResultStore
 from runners.sweep import run_sweep
@@ -47,8 +48,8 @@ def test_sweep_rows_round_trip_through_parquet(tmp_path: Path) -> None:
     assert con.execute("SELECT count(*) FROM zoo_fit WHERE model = 'node'").fetchone()[0] == 24
 
 
-def test_icg_zoo_adds_icg_omni_baseline(tmp_path: Path, icg_root: Path) -> None:
-    config = replace(TINY, zoo="icg", zoo_path=str(icg_root / "icg-channels-K"), models=("node",), max_gates=8,
+def test_icg_zoo_adds_icg_omni_baseline(tmp_path: Path) -> None:
+    config = replace(TINY, zoo="icg", zoo_path=str(ICG_FIXTURE / "icg-channels-K"), models=("node",), max_gates=8,
                      gates_per_job=8, steps_per_stage=20, stages=1, seeds=1)
     jobs = ZooFit().plan(config)
     assert [j.payload["model"] for j in jobs] == ["node", "icg_omni"]
