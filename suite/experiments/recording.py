@@ -46,11 +46,11 @@ class RecordingConfig:
     kinds: tuple[str, ...] = KINDS
     seeds: int = 3
     iterations: int = 300
-    windows: int = 16
-    window_ms: float = 40.0
+    windows: int = 64
+    window_ms: float = 3.0  # short shots: longer ones (15-40 ms) let a misplaced spike drive the fit astray
     dt: float = 0.125  # ms, the models' step in training and scoring
-    lr_log: float = 0.01
-    lr_mv: float = 0.2
+    lr_log: float = 0.02
+    lr_mv: float = 0.5
     lr_net: float = 1e-3
     refresh: int = 25
     width: int = 32
@@ -130,7 +130,7 @@ class Recording:
     @staticmethod
     def presets() -> dict[str, dict[str, object]]:
         return {
-            "quick": {"seeds": 1, "iterations": 30, "windows": 8, "dt": 0.25},
+            "quick": {"seeds": 1, "iterations": 60, "dt": 0.25},
             "full": {"seeds": 3, "iterations": 300},
         }
 

@@ -16,8 +16,8 @@ V - (V_T + 60)) and log of the M current's tau scale (tau_max / 1000 ms). The ki
 
 The step is ``SingleCompartment.step``'s (V linearly implicit in the channel conductances, backward
 Euler; gates exponential Euler at the new V), with the learned current explicit as in
-``ReducedSoma``. Gate rates come from one ``GateBank`` of the channels' own definitions, evaluated
-at V - shift so that V_T reaches them (``Membrane`` takes gbar as given, not in log space, and
+``ReducedSoma``. Gate rates come from one ``GateBank`` of the channels' own definitions, tabulated
+at 0.05 mV and looked up at V - shift so that V_T reaches them (``Membrane`` takes gbar as given, not in log space, and
 evaluates a replaced gate per module, 4x slower here).
 """
 
@@ -45,6 +45,7 @@ INITIAL = {"g_na": 0.05, "g_kd": 0.005, "g_m": 1e-4, "g_leak": 1e-4, "e_na": 50.
            "e_leak": -80.0, "area_cm2": 1e-4, "vt": -56.0, "tau_m": 600.0}
 CHANNELS = ("na", "kd", "m", "leak")
 GATES = ("na.m", "na.h", "kd.n", "m.p")  # the state's rows
+TABLE_VMIN, TABLE_DV, TABLE_SIZE = -200.0, 0.05, 6001  # mV: the gate table's nodes, -200 to +100 mV
 
 
 class RecordingCell(nn.Module):
@@ -67,7 +68,12 @@ class RecordingCell(nn.Module):
         self.channels = (na, kd, km, leak(1.0, 0.0))
         self.gate_names = GATES
         # One bank for every mechanistic gate (m, h, n, p): rows 0-2 shifted by V_T, row 3 (p) scaled in tau.
-        self.bank = GateBank([*na.gates, *kd.gates, *km.gates], dtype=F64)
+        bank = GateBank([*na.gates, *kd.gates, *km.gates], dtype=F64)
+        grid = TABLE_VMIN + TABLE_DV * torch.arange(TABLE_SIZE, dtype=F64)
+        inf, tau = bank(grid.expand(4, -1), POSPISCHIL_TEMPERATURE_C)
+        # Tabulated once at V_T = -60 mV and tau_max = 1000 ms, [4, M, 2] (x_inf, tau): the cell's V_T
+        # shifts the lookup voltage, its tau scale multiplies p's tau (0.05 mV nodes, linear between).
+        self.register_buffer("table", torch.stack([inf, tau], -1))
         self.register_buffer("shifted", torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=F64).unsqueeze(1))
         self.neural: NeuralGateEnsemble | None = None
         if kind == "hybrid_gate":
@@ -94,9 +100,10 @@ class RecordingCell(nn.Module):
         """The fitted values by name (S/cm2, mV, cm2, ms)."""
         g = self.gbar.detach()
         out = {f"g_{c}": float(g[k]) for k, c in enumerate(CHANNELS)}
-        out |= {"e_na": float(self.e_na), "e_k": float(self.e_k), "e_leak": float(self.e_leak),
-                "area_cm2": float(self.area), "vt": float(self.vt),
-                "tau_m": float(TAU_M_REF * self.log_tau_m.exp())}
+        out |= {"e_na": float(self.e_na.detach()), "e_k": float(self.e_k.detach()),
+                "e_leak": float(self.e_leak.detach()),
+                "area_cm2": float(self.area.detach()), "vt": float(self.vt.detach()),
+                "tau_m": float(TAU_M_REF * self.log_tau_m.detach().exp())}
         return out
 
     def mechanistic_parameters(self) -> list[nn.Parameter]:
@@ -108,10 +115,15 @@ class RecordingCell(nn.Module):
 
     def expert_rates(self, v: Tensor) -> tuple[Tensor, Tensor]:
         """x_inf and tau (ms) of the four mechanistic gates at ``v`` ``[N]``: ``[4, N]`` each."""
-        shift = (self.vt - VT_REF) * self.shifted
-        inf, tau = self.bank(v.unsqueeze(0) - shift, POSPISCHIL_TEMPERATURE_C)
+        shift = (self.vt - VT_REF) * self.shifted  # [4, 1]
+        pos = ((v.unsqueeze(0) - shift - TABLE_VMIN) / TABLE_DV).clamp(0.0, TABLE_SIZE - 1.0)  # [4, N]
+        i = pos.detach().floor().clamp(max=TABLE_SIZE - 2).long()
+        w = (pos - i).unsqueeze(-1)
+        idx = i.unsqueeze(-1).expand(-1, -1, 2)
+        lo = self.table.gather(1, idx)
+        val = lo + w * (self.table.gather(1, idx + 1) - lo)  # [4, N, 2]
         scale = torch.where(self.shifted > 0, torch.ones_like(shift), self.log_tau_m.exp())
-        return inf, tau * scale
+        return val[..., 0], val[..., 1] * scale
 
     def _fit_gate(self, steps: int = 300) -> None:
         """Regress the neural gate onto the expert's n (x_inf and log tau) over -100..40 mV."""
