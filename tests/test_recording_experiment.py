@@ -18,26 +18,38 @@ from suite.recordings.scores import score_sweep, stimulus_window, subthreshold_r
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_config_rejects_bad_values() -> None:
+def small_config(tmp_path: Path) -> Path:
+    """A config file naming a three-sample CSV recording (sweep 1), so no test needs the shared data."""
+    f = tmp_path / "c_1.csv"
+    f.write_text("t [ms],I [nA],V [mV]\n0,0,-70\n0.25,0,-70\n0.5,0,-70\n")
+    config = tmp_path / "recording.yaml"
+    config.write_text(f"recording: [{f}]\ntrain_sweeps: [1]\ntest_sweeps: []\n")
+    return config
+
+
+def test_config_rejects_bad_values(tmp_path: Path) -> None:
+    path = small_config(tmp_path)
+    assert load_config(RecordingConfig, path).train_sweeps == (1,)
     with pytest.raises(ConfigError, match="kinds"):
-        load_config(RecordingConfig, overrides=["kinds=[expert, bogus]"])
+        load_config(RecordingConfig, path, ["kinds=[expert, bogus]"])
     with pytest.raises(ConfigError, match="both trained and tested"):
-        load_config(RecordingConfig, overrides=["test_sweeps=[181, 182]"])
+        load_config(RecordingConfig, path, ["test_sweeps=[1, 2]"])
     with pytest.raises(ConfigError, match="window_ms"):
-        load_config(RecordingConfig, overrides=["window_ms=0"])
+        load_config(RecordingConfig, path, ["window_ms=0"])
+    with pytest.raises(ConfigError, match=r"nope\.csv.*no such file"):
+        load_config(RecordingConfig, path, [f"recording=[{tmp_path}/nope.csv]"])
 
 
 def test_missing_sweep_or_file_exits_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    f = tmp_path / "c_1.csv"
-    f.write_text("t [ms],I [nA],V [mV]\n0,0,-70\n0.25,0,-70\n0.5,0,-70\n")
-    config = load_config(RecordingConfig, overrides=[f"recording=[{f}]", "train_sweeps=[1]", "test_sweeps=[2]"])
+    path = small_config(tmp_path)
+    config = load_config(RecordingConfig, path, ["test_sweeps=[2]"])
     with pytest.raises(InputError, match=r"no sweep\(s\) \[2\]"):
         load_sweeps(config)
-    code = main(["--results", str(tmp_path / "res"), "run", "recording", "--set", f"recording=[{tmp_path}/nope.csv]",
-                 "--set", "train_sweeps=[1]", "--set", "test_sweeps=[]"])
+    code = main(["--results", str(tmp_path / "res"), "run", "recording", "--config", str(path), "--set",
+                 f"recording=[{tmp_path}/nope.csv]", "--tracking-uri", "none"])
     assert code == 2
     assert "nope.csv" in capsys.readouterr().err
-    assert not (tmp_path / "res" / "tables").exists()
+    assert not (tmp_path / "res").exists()  # nothing written
 
 
 def test_scores_of_a_trace_against_itself_and_a_shifted_one() -> None:

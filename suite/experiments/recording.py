@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from channelzoo.errors import InputError
 from suite.config import ConfigError, require, require_choice
 from suite.experiments.base import Job, JobResult
-from suite.recordings import READERS, Units, read_recording
+from suite.recordings import READERS, Units, read_recording, recording_files
 from suite.recordings.cell import KINDS, RecordingCell
 from suite.recordings.fit import FitSettings, fit_cell, predict
 from suite.recordings.scores import score_sweep
@@ -66,6 +67,10 @@ class RecordingConfig:
         require_choice(self, "kinds", KINDS)
         if not self.recording:
             raise ConfigError("name at least one recording file or folder", field="recording")
+        try:  # files that are missing or of no known format stop the command at load, before anything is written
+            recording_files(self.recording)
+        except InputError as e:
+            raise ConfigError(str(e), field="recording") from None
         if not self.train_sweeps:
             raise ConfigError("name at least one sweep to train on", field="train_sweeps")
         both = sorted(set(self.train_sweeps) & set(self.test_sweeps))
@@ -82,8 +87,6 @@ class RecordingConfig:
 
 def load_sweeps(config: RecordingConfig) -> tuple[list, list]:
     """The (train, test) sweeps of the config's cell; an InputError (exit 2) names what is missing."""
-    from channelzoo.errors import InputError
-
     sweeps = read_recording(config.recording, config.units())
     cells = sorted({s.cell for s in sweeps})
     cell = config.cell or (cells[0] if len(cells) == 1 else None)

@@ -22,10 +22,10 @@ READERS: dict[str, str] = {
     ".nwb": "suite.recordings.nwb:read_nwb",
 }
 
-__all__ = ["READERS", "Sweep", "Units", "check_sweep", "read_recording"]
+__all__ = ["READERS", "Sweep", "Units", "check_sweep", "read_recording", "recording_files"]
 
 
-def _files(paths: Iterable[str | Path]) -> list[Path]:
+def recording_files(paths: Iterable[str | Path]) -> list[Path]:
     from channelzoo.errors import InputError
 
     out: list[Path] = []
@@ -51,7 +51,7 @@ def read_recording(paths: Sequence[str | Path], units: Units | None = None) -> l
 
     units = units or Units()
     by_suffix: dict[str, list[Path]] = {}
-    for f in _files(paths):
+    for f in recording_files(paths):
         by_suffix.setdefault(f.suffix.lower(), []).append(f)
     sweeps: list[Sweep] = []
     for suffix, files in by_suffix.items():
