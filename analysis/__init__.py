@@ -14,6 +14,7 @@ RENDERERS: dict[str, str] = {
     "zoo-fit": "analysis.zoo_fit",
     "reduction": "analysis.reduction",
     "recovery": "analysis.recovery",
+    "recording": "analysis.recording",
 }
 
 

@@ -12,6 +12,7 @@ EXPERIMENTS: dict[str, str] = {
     "zoo-fit": "suite.experiments.zoo_fit:ZooFit",
     "reduction": "suite.experiments.reduction:Reduction",
     "recovery": "suite.experiments.recovery:Recovery",
+    "recording": "suite.experiments.recording:Recording",
 }
 
 
