@@ -95,6 +95,9 @@ def test_model_list_is_a_table_of_what_is_stored(recovery_results: Path, capsys:
     assert {"metric_rmse", "job_key", "sigma_v", "seed", "size_bytes"} <= set(table.columns)
     assert main(["--results", str(recovery_results), "model", "list"]) == 0
     assert "recovered_gate" in capsys.readouterr().out
+    sql = "SELECT count(*) AS n FROM models m JOIN recovery r ON m.model = r.model_file WHERE m.kind = 'recovered_gate'"
+    assert main(["--results", str(recovery_results), "query", sql]) == 0
+    assert " 6" in capsys.readouterr().out.splitlines()[-1]
 
 
 def test_simulate_gives_the_trace_of_the_run_that_trained_it_bit_for_bit(recovery_results: Path,

@@ -12,6 +12,7 @@ import pandas as pd
 from runners.store import ResultStore, view_name
 from suite.config import ConfigError
 from suite.experiments import EXPERIMENTS, get_experiment
+from suite.models.catalog import model_table
 
 OUT_FORMATS = (".csv", ".parquet")
 
@@ -74,8 +75,11 @@ def _query(args: argparse.Namespace) -> int:
     names = store.experiments()
     if not names:
         raise ConfigError("no result tables yet; run an experiment first", file=str(store.tables))
-    tables = ", ".join(view_name(n) for n in names)
+    models = model_table(args.results)
+    tables = ", ".join([*(view_name(n) for n in names), *(["models"] if len(models) else [])])
     con = store.connect()
+    if len(models):  # the saved models (hybridbench model list) as one more table
+        con.register("models", models)
     try:
         result = con.execute(args.sql)
         frame = result.df() if result is not None else None
