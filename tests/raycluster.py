@@ -136,7 +136,10 @@ class Cluster:
         """The head (GCS and a raylet), returned once it runs (``wait``) or as soon as it starts."""
         port = free_port()
         self.address = f"127.0.0.1:{port}"
+        # The dashboard's process runs even with --include-dashboard=false, on 8265 without retries unless
+        # told: two heads on one machine must not both ask for it.
         head = self._start("head", "--head", f"--port={port}", *client_port(), "--include-dashboard=false",
+                           f"--dashboard-port={free_port()}",
                            f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}")
         if wait:
             head.wait_started()
