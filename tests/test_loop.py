@@ -143,3 +143,12 @@ def test_bad_arguments_are_refused() -> None:
         train([w], [], on_nonfinite="ignore")
     with pytest.raises(ValueError, match="leading dimension"):
         train([w, torch.zeros(3, requires_grad=True)], [])
+
+
+def test_parameters_of_any_rank_are_clipped_per_member() -> None:
+    bias = torch.zeros(2, requires_grad=True)
+    weight = torch.zeros(2, 1, 2, requires_grad=True)
+    bias.grad = torch.tensor([3.0, 0.0])
+    weight.grad = torch.tensor([[[4.0, 0.0]], [[0.0, 0.1]]])
+    torch.testing.assert_close(clip_per_member_([bias, weight], 1.0), torch.tensor([5.0, 0.1]))
+    torch.testing.assert_close(bias.grad, torch.tensor([0.6, 0.0]), atol=1e-6, rtol=0)

@@ -71,6 +71,12 @@ def adam(params: list[Tensor], lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
+def _may_hold(mask: Tensor) -> bool:
+    """Whether any of ``mask`` may be set: checked on a CPU; assumed on an accelerator, where the check
+    would stall the queue every step and doing the masked work anyway is cheaper."""
+    return bool(mask.any()) if mask.device.type == "cpu" else True
+
+
 def _view(mask: Tensor, p: Tensor) -> Tensor:
     return mask.view((-1,) + (1,) * (p.dim() - 1))
 
@@ -94,13 +100,13 @@ def clip_per_member_(params: Sequence[Tensor], max_norm: float | None, skip: Ten
         return torch.zeros(0)
     sq = None
     for g in grads:
-        s = g.flatten(1).square().sum(1)
+        s = g.reshape(g.shape[0], -1).square().sum(1)
         sq = s if sq is None else sq + s
     norm = sq.sqrt()
     bad = ~torch.isfinite(norm)
     if skip is not None:
         bad = bad | skip
-    if bool(bad.any()):
+    if _may_hold(bad):
         for g in grads:
             g.copy_(torch.where(_view(bad, g), torch.zeros_like(g), g))
     if max_norm is not None:
@@ -159,7 +165,7 @@ def train(params: Sequence[Tensor], stages: Sequence[Stage], *, optimizer: Optim
             losses = stage.loss_and_grad(k, ~frozen).detach()
             finite = torch.isfinite(losses)
             newly = ~finite & (diverged_at < 0)
-            if bool(newly.any()):
+            if _may_hold(newly):
                 diverged_at = torch.where(newly, torch.full_like(diverged_at, global_step), diverged_at)
                 if on_nonfinite == "freeze":
                     frozen = frozen | ~finite
@@ -172,7 +178,7 @@ def train(params: Sequence[Tensor], stages: Sequence[Stage], *, optimizer: Optim
                 hook(StepInfo(stage, index, k, global_step, losses, active))
             clip_per_member_(params, stage.clip, ~active)
             opt.step()
-            if bool(frozen.any()):  # the optimiser's moments and weight decay move even a zero-gradient member
+            if _may_hold(frozen):  # the optimiser's moments and weight decay move even a zero-gradient member
                 restore_(params, snap, frozen)
             global_step += 1
         if end_on_best:  # a member never checked finite goes back to where the stage began
