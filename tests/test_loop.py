@@ -152,3 +152,12 @@ def test_parameters_of_any_rank_are_clipped_per_member() -> None:
     weight.grad = torch.tensor([[[4.0, 0.0]], [[0.0, 0.1]]])
     torch.testing.assert_close(clip_per_member_([bias, weight], 1.0), torch.tensor([5.0, 0.1]))
     torch.testing.assert_close(bias.grad, torch.tensor([0.6, 0.0]), atol=1e-6, rtol=0)
+
+
+def test_a_huge_but_finite_gradient_still_steps_without_a_clip() -> None:
+    """Its square overflows float32; the member is not taken for one with a non-finite gradient."""
+    w = torch.zeros(2, 1, requires_grad=True)
+    w.grad = torch.tensor([[1e30], [1.0]])
+    before = w.grad.clone()
+    assert clip_per_member_([w], None) is None
+    assert torch.equal(w.grad, before)

@@ -41,6 +41,7 @@ class Stage:
     loss_and_grad: LossAndGrad
     schedule: Schedule = constant
     clip: float | None = None  # per-member gradient norm limit; None: no clipping
+    clip_eps: float = 1e-6  # added to the norm before dividing (torch's clip_grad_norm_ value)
 
 
 @dataclass(frozen=True)
@@ -89,31 +90,36 @@ def restore_(params: Sequence[Tensor], saved: Sequence[Tensor], mask: Tensor) ->
 
 
 @torch.no_grad()
-def clip_per_member_(params: Sequence[Tensor], max_norm: float | None, skip: Tensor | None = None) -> Tensor:
+def clip_per_member_(params: Sequence[Tensor], max_norm: float | None, skip: Tensor | None = None,
+                     eps: float = 1e-6) -> Tensor | None:
     """Scale each member's gradient (leading dimension) to norm <= ``max_norm`` (None: no limit).
 
     A member in ``skip`` or with any non-finite gradient element gets a zero gradient. Returns each
-    member's norm before clipping (+inf where non-finite).
+    member's norm before clipping (zero for those; None without a limit, when no norm is computed).
     """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(0)
-    sq = None
+    m = grads[0].shape[0]
+    # Element by element: a huge but finite gradient (its square overflowing) is not a bad one.
+    bad = torch.zeros(m, dtype=torch.bool, device=grads[0].device) if skip is None else skip
     for g in grads:
-        s = g.reshape(g.shape[0], -1).square().sum(1)
-        sq = s if sq is None else sq + s
-    norm = sq.sqrt()
-    bad = ~torch.isfinite(norm)
-    if skip is not None:
-        bad = bad | skip
+        bad = bad | ~torch.isfinite(g.reshape(m, -1)).all(1)
     if _may_hold(bad):
         for g in grads:
             g.copy_(torch.where(_view(bad, g), torch.zeros_like(g), g))
-    if max_norm is not None:
-        # torch's clip_grad_norm_ eps: a zero gradient stays zero, a tiny one is not blown up
-        scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-        for g in grads:
-            g.mul_(_view(scale, g))
+    if max_norm is None:
+        return None
+    norm = None
+    for g in grads:
+        sq = g.reshape(m, -1).square().sum(1)
+        norm = sq if norm is None else norm + sq
+    norm = norm.sqrt()
+    # eps: a zero gradient stays zero, a tiny one is not blown up. A norm that overflows scales its
+    # member to zero, as an infinite one would.
+    scale = (max_norm / (norm + eps)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(_view(scale, g))
     return norm
 
 
@@ -176,7 +182,7 @@ def train(params: Sequence[Tensor], stages: Sequence[Stage], *, optimizer: Optim
                 restore_(snap, params, improved)
             if hook is not None:
                 hook(StepInfo(stage, index, k, global_step, losses, active))
-            clip_per_member_(params, stage.clip, ~active)
+            clip_per_member_(params, stage.clip, ~active, stage.clip_eps)
             opt.step()
             if _may_hold(frozen):  # the optimiser's moments and weight decay move even a zero-gradient member
                 restore_(params, snap, frozen)
