@@ -1,10 +1,10 @@
 """Fit gate ensembles to x_inf(V) and tau(V) curves, thousands of gates in one full-batch loop.
 
 The total loss is the sum of per-gate losses and AdamW acts per element, so each gate follows
-exactly the trajectory it would follow alone. A gate whose loss stops being finite (a non-finite
-gradient shows up as a non-finite loss one step later) is frozen: its loss leaves the sum, it is
-reported as diverged, and it ends at its last checked parameters with a finite loss; since
-nothing mixes gates, its NaNs cannot reach the others, which go on.
+exactly the trajectory it would follow alone. The stages run in ``suite.train.loop``: a gate whose
+loss stops being finite is frozen there (its loss leaves the sum, it is reported as diverged) and
+ends on its best checked parameters with a finite loss; since nothing mixes gates, its NaNs cannot
+reach the others, which go on.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from suite.train import fused_gates
+from suite.train.loop import Stage, StepInfo, restore_, train
 from suite.train.schedule import warmup_cosine
 
 ERR1_TARGET = 0.05  # "a fit": ICG's err1 below this on both curves
@@ -374,60 +375,55 @@ def _fit(model: nn.Module, params: list[nn.Parameter], v: Tensor, targets: Targe
          config: CurveFitConfig) -> CurveFitResult:
     size, device = v.shape[0], v.device
     gradients = _gradients(model, v, targets, config)
-    active = torch.ones(size, dtype=torch.bool, device=device)
-    alive_steps = torch.zeros(size, dtype=torch.long, device=device)  # = the step a gate froze at, once frozen
     reached = torch.full((size,), -1, dtype=torch.long, device=device)
-    snapshot = [p.detach().clone() for p in params]
-    views = [(size,) + (1,) * (p.dim() - 1) for p in params]
     check_steps: list[int] = []
     history: list[Tensor] = []
-    lrs = warmup_cosine(config.steps_per_stage, config.lr, round(config.warmup_fraction * config.steps_per_stage),
-                        config.final_lr_fraction * config.lr)
+    last: dict[str, Tensor] = {}
+
+    def loss_and_grad(_: int, active: Tensor) -> Tensor:
+        per_gate, last["inf"], last["tau"], _finite = gradients(active)
+        return per_gate
+
+    def record(info: StepInfo) -> None:
+        nonlocal reached
+        if info.global_step % config.check_every == 0:
+            reached = _record(reached, info.global_step, last["inf"], last["tau"], targets, config.err1_threshold)
+            check_steps.append(info.global_step)
+            history.append(info.losses)
+
+    schedule = lambda n, lr: warmup_cosine(n, lr, round(config.warmup_fraction * n),  # noqa: E731
+                                           config.final_lr_fraction * lr)
+    # Each stage is a warm restart: fresh moments, warm-up again. Parameters are kept every check_every
+    # steps, so a gate that diverges goes back to its best checked parameters.
+    stages = [Stage(f"stage_{i}", config.steps_per_stage, config.lr, loss_and_grad, schedule)
+              for i in range(config.stages)]
     start = time.perf_counter()
-    step = 0
-    for _ in range(config.stages):
-        opt = _adamw(params, config, lrs[0])  # each stage is a warm restart: fresh moments, warm-up again
-        for lr in lrs:
-            for group in opt.param_groups:
-                group["lr"] = lr
-            per_gate, inf, tau, active = gradients(active)
-            alive_steps.add_(active)
-            if step % config.check_every == 0:
-                reached = _record(reached, step, inf, tau, targets, config.err1_threshold)
-                _keep_where(snapshot, params, views, active)  # parameters with a finite loss
-                check_steps.append(step)
-                history.append(per_gate)
-            opt.step()
-            step += 1
+    out = train(params, stages, optimizer=lambda ps, lr: _adamw(ps, config, lr), check_every=config.check_every,
+                hook=record)
     wall = time.perf_counter() - start
+    step = out.steps
 
     with torch.no_grad():
         inf, tau = model(v)
         per_gate = LOSSES[config.loss](inf, tau, targets)
-        active = active & torch.isfinite(per_gate)
-        # A frozen gate goes back to its last checked parameters that gave a finite loss.
-        _keep_where(params, snapshot, views, ~active)
+        active = ~out.frozen & torch.isfinite(per_gate)
+        # A gate that went non-finite on the last step also goes back to its best checked parameters.
+        restore_(params, out.best_params, ~active)
         inf, tau = model(v)
         per_gate = LOSSES[config.loss](inf, tau, targets)
         reached = _record(reached, step, inf, tau, targets, config.err1_threshold)
         metrics = curve_metrics(inf, tau, targets.inf, targets.tau)
+    diverged_step = torch.where(out.frozen, out.diverged_at, torch.full_like(out.diverged_at, step))
     check_steps.append(step)
     history.append(per_gate)
     cpu = {"device": "cpu"}
     return CurveFitResult(
         loss=per_gate.to(**cpu), diverged=(~active).to(**cpu),
-        diverged_step=torch.where(active, torch.full_like(alive_steps, -1), alive_steps).to(**cpu),
+        diverged_step=torch.where(active, torch.full_like(diverged_step, -1), diverged_step).to(**cpu),
         steps_to_err1=reached.to(**cpu), metrics={k: m.to(**cpu) for k, m in metrics.items()},
         inf_fit=inf.to(**cpu), tau_fit=tau.to(**cpu), check_steps=torch.tensor(check_steps),
         loss_history=torch.stack(history).to(**cpu), steps=step, wall_s=wall, compiled=gradients.compiled,
         backend=gradients.backend)
-
-
-@torch.no_grad()
-def _keep_where(dest: list[Tensor], src: list[Tensor], views: list[tuple[int, ...]], mask: Tensor) -> None:
-    """dest[g] = src[g] for the gates where ``mask`` holds, tensor by tensor."""
-    for d, s, view in zip(dest, src, views, strict=True):
-        d.copy_(torch.where(mask.view(view), s.detach(), d))
 
 
 def _record(reached: Tensor, step: int, inf: Tensor, tau: Tensor, t: Targets, threshold: float) -> Tensor:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from suite.sim import kernel
 from suite.sim.kernel import GateLayout, interp_table
+from suite.train.loop import Schedule, Stage, StepInfo, backward_finite, constant, train
 from suite.train.schedule import warmup_cosine
 
 
@@ -272,37 +273,6 @@ class TeacherForcing:
         return ((v_next - v[:, 1:]) / dt).square().mean(1)
 
 
-def clip_per_member_(params: list[Tensor], max_norm: float) -> Tensor:
-    """Clip each member's gradient (leading dimension) to ``max_norm``; returns the norms before clipping."""
-    sq = sum(p.grad.flatten(1).square().sum(1) for p in params if p.grad is not None)
-    norm = sq.sqrt()
-    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-    for p in params:
-        if p.grad is not None:
-            p.grad.mul_(scale.view((-1,) + (1,) * (p.dim() - 1)))
-    return norm
-
-
-def _masked_step(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], per: Tensor, clip: float) -> Tensor:
-    """One optimiser step on the sum of the finite per-run losses; runs with a non-finite loss keep
-    their parameters (gradients zeroed). Returns the finite mask."""
-    ok = torch.isfinite(per)
-    opt.zero_grad(set_to_none=True)
-    torch.where(ok, per, torch.zeros_like(per)).sum().backward()
-    _zero_bad_(params, ~ok)
-    clip_per_member_(params, clip)
-    opt.step()
-    return ok
-
-
-def _zero_bad_(params: list[Tensor], bad: Tensor) -> None:
-    """A member whose loss or gradient is not finite takes no step (its gradient is set to zero)."""
-    for p in params:
-        if p.grad is not None:
-            view = (-1,) + (1,) * (p.dim() - 1)
-            p.grad.copy_(torch.where(bad.view(view) | ~torch.isfinite(p.grad), torch.zeros_like(p.grad), p.grad))
-
-
 def _resample(v: Tensor, t: Tensor, t_new: Tensor) -> Tensor:
     """Rows of ``v`` (on times ``t``) linearly at ``t_new``."""
     pos = ((t_new - t[0]) / (t[1] - t[0])).clamp(0, t.numel() - 1)
@@ -311,18 +281,14 @@ def _resample(v: Tensor, t: Tensor, t_new: Tensor) -> Tensor:
     return v[:, i] * (1 - w) + v[:, i + 1] * w
 
 
-def _median(per: Tensor, ok: Tensor) -> float:
-    return float(per.detach()[ok].median()) if ok.any() else float("nan")
-
-
 def _optimiser(params: list[Tensor], lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
-def _lrs(steps: int, lr: float, schedule: str) -> list[float]:
+def _lrs(schedule: str) -> Schedule:
     if schedule == "constant":
-        return [lr] * steps
-    return warmup_cosine(steps, lr, max(1, steps // 20), lr * 0.05)
+        return constant
+    return lambda steps, lr: warmup_cosine(steps, lr, max(1, steps // 20), lr * 0.05)
 
 
 def fit_trajectories(ensemble: nn.Module, problem: Problem, config: TrajectoryFitConfig | None = None,
@@ -334,7 +300,6 @@ def fit_trajectories(ensemble: nn.Module, problem: Problem, config: TrajectoryFi
         raise ValueError(f"sample_dt {problem.sample_dt} must be a multiple of dt {config.dt}")
     params = [p for p in ensemble.parameters() if p.requires_grad]
     b = problem.size
-    bad = torch.zeros(b, dtype=torch.bool)
     history: list[tuple[str, int, float]] = []
     start = time.perf_counter()
 
@@ -344,22 +309,14 @@ def fit_trajectories(ensemble: nn.Module, problem: Problem, config: TrajectoryFi
     sigma_f = config.noisy_filter_ms / problem.sample_dt
     needs_tf = config.tf_steps > 0 or config.noisy_presmooth or config.forced_steps > 0
     tf = TeacherForcing(problem, config) if needs_tf else None
-    if config.tf_steps > 0:
-        opt = _optimiser(params, config.tf_lr)
-        for step, lr in enumerate(_lrs(config.tf_steps, config.tf_lr, config.schedule)):
-            for group in opt.param_groups:
-                group["lr"] = lr
-            inf_n, tau_n = training_tables(ensemble, config, b)
-            per = tf.loss(inf_n, tau_n)
-            ok = torch.isfinite(per)
-            opt.zero_grad(set_to_none=True)
-            torch.where(ok, per, torch.zeros_like(per)).sum().backward()
-            _zero_bad_(params, ~ok)
-            clip_per_member_(params, max(config.clip, 1.0))
-            opt.step()
-            if step % 50 == 0 or step == config.tf_steps - 1:
-                history.append(("teacher", step, _median(per, ok)))
-    tf_wall = time.perf_counter() - start
+    tf_setup = time.perf_counter() - start
+    schedule = _lrs(config.schedule)
+
+    def teacher(_: int, __: Tensor) -> Tensor:
+        return backward_finite(tf.loss(*training_tables(ensemble, config, b)))
+
+    # Teacher forcing's gradients are larger and better behaved: a looser clip.
+    stages = [Stage("teacher", config.tf_steps, config.tf_lr, teacher, schedule, max(config.clip, 1.0))]
 
     if config.forced_steps > 0:
         # Generalised teacher forcing: rollouts pulled towards the observed voltage by a conductance
@@ -368,41 +325,44 @@ def fit_trajectories(ensemble: nn.Module, problem: Problem, config: TrajectoryFi
         t_obs = torch.arange(k_total + 1, dtype=torch.float64) * problem.sample_dt
         t_step = (torch.arange(k_total * sub, dtype=torch.float64) + 1) * config.dt
         force_v = _resample(target, t_obs, t_step)
-        opt = _optimiser(params, config.lr)
-        for step, lr in enumerate(_lrs(config.forced_steps, config.lr, config.schedule)):
-            for group in opt.param_groups:
-                group["lr"] = lr
+
+        def forced(step: int, _: Tensor) -> Tensor:
             kappa = config.force_kappa * (1.0 - step / config.forced_steps)
             force_g = problem.capacitance * kappa / 1e3
             inf_n, tau_n = training_tables(ensemble, config, b)
             v = rollout_voltage(problem, inf_n, tau_n, config, k_total * sub, force_v, force_g)[:, ::sub]
-            per = trace_loss(v, problem.observed, problem.sample_dt, deriv_weight)
-            ok = _masked_step(opt, params, per, config.clip)
-            if step % 50 == 0 or step == config.forced_steps - 1:
-                history.append(("forced", step, _median(per, ok)))
+            return backward_finite(trace_loss(v, problem.observed, problem.sample_dt, deriv_weight))
+
+        stages.append(Stage("forced", config.forced_steps, config.lr, forced, schedule, config.clip))
 
     # Noisy traces first fit their smoothed version as if clean, then (last stage) the raw trace.
     smoothed = tf.v if tf is not None and config.noisy_presmooth else problem.observed
     last = max((i for i, (_, n) in enumerate(config.stages) if n > 0), default=-1)
     for stage, (frac, steps) in enumerate(config.stages):
-        if steps < 1:
-            continue
         k = max(2, int(round(frac * k_total)))
         raw = stage == last or not config.noisy_presmooth
         obs = (problem.observed if raw else smoothed)[:, :k + 1]
         weight = deriv_weight if raw else torch.full_like(deriv_weight, config.deriv_weight)
-        opt = _optimiser(params, config.lr)  # fresh moments per stage, as the paper's curriculum
-        for step, lr in enumerate(_lrs(steps, config.lr, config.schedule)):
-            for group in opt.param_groups:
-                group["lr"] = lr
+
+        def rollout(_: int, __: Tensor, k: int = k, obs: Tensor = obs, weight: Tensor = weight,
+                    raw: bool = raw) -> Tensor:
             inf_n, tau_n = training_tables(ensemble, config, b)
             v = rollout_voltage(problem, inf_n, tau_n, config, k * sub)[:, ::sub]
-            per = trace_loss(v, obs, problem.sample_dt, weight, noisy, sigma_f if raw else 0.0)
-            ok = _masked_step(opt, params, per, config.clip)
-            if step % 50 == 0 or step == steps - 1:
-                history.append((f"rollout_{frac:g}", step, _median(per, ok)))
-                if log is not None:
-                    print(f"  {history[-1]}", file=log, flush=True)
+            return backward_finite(trace_loss(v, obs, problem.sample_dt, weight, noisy, sigma_f if raw else 0.0))
+
+        # fresh moments per stage, as the paper's curriculum
+        stages.append(Stage(f"rollout_{frac:g}", steps, config.lr, rollout, schedule, config.clip))
+
+    def record(info: StepInfo) -> None:
+        if info.step % 50 == 0 or info.step == info.stage.steps - 1:
+            ok = torch.isfinite(info.losses)
+            history.append((info.stage.name, info.step, float(info.losses[ok].median()) if ok.any() else math.nan))
+            if log is not None and info.stage.name.startswith("rollout"):
+                print(f"  {history[-1]}", file=log, flush=True)
+
+    # A cell whose rollout blows up skips that step and tries again: it is not frozen.
+    out = train(params, stages, optimizer=_optimiser, on_nonfinite="skip", hook=record)
+    tf_wall = tf_setup + (out.stage_wall_s[0] if config.tf_steps > 0 else 0.0)
 
     with torch.no_grad():
         inf_n, tau_n = training_tables(ensemble, config, b)
