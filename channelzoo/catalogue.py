@@ -7,8 +7,6 @@ bytes). Loading gives a ``Zoo``, which filters like a table and rebuilds ``Chann
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from channelzoo.atomic import atomic_write
 from channelzoo.channel import Channel
 from channelzoo.errors import ZooError
 from channelzoo.gates import Gate, GateBank
@@ -89,16 +88,7 @@ def write_catalogue(channels: Sequence[Channel], path: str | Path) -> Path:
     """Write the catalogue atomically: readers see the old file or the new, never half of one."""
     path = Path(path)
     table = to_table(channels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def read_catalogue(path: str | Path) -> pd.DataFrame:

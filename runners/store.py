@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from channelzoo.atomic import atomic_write
 from runners.parts import (
     PREFIX,
     SCHEMA_VERSION,
@@ -45,15 +45,7 @@ UNKNOWN_VERSION = "unknown"  # the code version of rows written before rows carr
 
 
 def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(path), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, write, tmp_prefix(path))  # temporaries named by host and process, for the cleanup
 
 
 def _warn(message: str) -> None:

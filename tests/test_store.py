@@ -1,6 +1,8 @@
 """The result store and the in-process runner: atomic parts, resume without duplicates, failures as rows."""
 
 import io
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,3 +281,24 @@ def test_a_job_without_rows_counts_as_done(tmp_path: Path) -> None:
     again = Nothing()
     assert run_sweep(again, SquaresConfig(n=2), store, stream=io.StringIO()).ran == 0 and again.calls == []
     assert store.status()[0]["done"] == 2 and store.read("squares").empty
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_parts_manifests_artifacts_and_catalogues_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    """Not 0600 whatever the umask: group members of a shared cluster folder read what a sweep wrote."""
+    from channelzoo.catalogue import write_catalogue
+    from channelzoo.models import hh_k
+
+    old = os.umask(umask)
+    try:
+        store = ResultStore(tmp_path)
+        run_sweep(Squares(), SquaresConfig(n=1), store, stream=io.StringIO())
+        catalogue = write_catalogue([hh_k()], tmp_path / "zoo" / "hh.parquet")
+    finally:
+        os.umask(old)
+    key = store.read("squares")["key"][0]
+    written = [store.part_path("squares", key), store.artifact_dir("squares", key) / "note.txt", catalogue,
+               *(tmp_path / "sweeps" / "squares").glob("*.json")]
+    assert len(written) == 4
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
