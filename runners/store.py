@@ -240,14 +240,22 @@ class ResultStore:
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """DuckDB with one view per experiment (``zoo-fit`` as ``zoo_fit``) over its checked parts only; an
-        experiment without any is an empty view."""
+        experiment without any is an empty view.
+
+        The connection sees no file outside ``root/tables`` (no ``read_csv('/etc/passwd')``, no ``COPY`` or
+        ``ATTACH`` elsewhere, no extension installs), and SQL cannot lift that: results are shared on
+        clusters. ``query`` also accepts only reading statements (``READ_ONLY_STATEMENTS``).
+        """
         con = duckdb.connect()
+        con.execute(f"SET allowed_directories=[{_sql_string(self.tables.resolve().as_posix() + '/')}]")
+        con.execute("SET enable_external_access=false")
         for name in self.experiments():
-            files = [p.path.as_posix() for _, p in sorted(self.scan(name).parts.items())]
+            files = [p.path.resolve().as_posix() for _, p in sorted(self.scan(name).parts.items())]
             if files:
                 source = (f"read_parquet([{', '.join(map(_sql_string, files))}], hive_partitioning=true, "
                           "union_by_name=true)")
             else:
                 source = f"(SELECT CAST(NULL AS VARCHAR) AS key, {_sql_string(name)} AS experiment LIMIT 0)"
             con.execute(f'CREATE VIEW "{view_name(name)}" AS SELECT * FROM {source}')
+        con.execute("SET lock_configuration=true")
         return con

@@ -218,3 +218,29 @@ def test_figures_of_a_node_only_sweep(tmp_path: Path, fitted: Path) -> None:
     rows = ResultStore(fitted).read("zoo-fit")
     written = render("zoo-fit", rows[rows["model"] == "node"], tmp_path)
     assert tmp_path / "fig2_zoo_fit.png" in written
+
+
+HOSTILE_SQL = {
+    "read-elsewhere": "SELECT * FROM read_csv_auto('/etc/passwd')",
+    "copy-out": "COPY (SELECT 1) TO '{tmp}/leak.csv'",
+    "copy-over-a-part": "COPY (SELECT 1 AS key) TO '{part}'",
+    "attach": "ATTACH '{tmp}/other.db'",
+    "lift-the-limit": "SET enable_external_access = true",
+    "create": "CREATE TABLE t AS SELECT 1",
+    "install": "INSTALL httpfs",
+}
+
+
+@pytest.mark.parametrize("sql", HOSTILE_SQL.values(), ids=HOSTILE_SQL.keys())
+def test_query_reads_the_results_and_nothing_else(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 sql: str) -> None:
+    """Results are shared on clusters: query reads them, writes nothing, reads no file outside them."""
+    results = tmp_path / "results"
+    store = ResultStore(results)
+    part = store.write("zoo-fit", "k1", fake_rows("k1"))
+    before = part.read_bytes()
+    assert cli(results, "query", sql.format(tmp=tmp_path, part=part)) == 2
+    assert "hybridbench: error:" in capsys.readouterr().err
+    assert part.read_bytes() == before and not (tmp_path / "leak.csv").exists()
+    assert not (tmp_path / "other.db").exists()
+    assert cli(results, "query", "WITH k AS (SELECT key FROM zoo_fit) SELECT count(*) AS n FROM k") == 0

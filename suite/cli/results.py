@@ -65,6 +65,22 @@ def _check_out(out: Path) -> None:
         raise ConfigError("no such folder to write into", file=str(out), field="--out")
 
 
+READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")  # SELECT covers WITH, DESCRIBE, SHOW, SUMMARIZE; exports: --out
+
+
+def _check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Results are shared: ``query`` reads them and writes nothing (no COPY, CREATE, ATTACH, SET, INSTALL)."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise ConfigError(str(e), field="sql") from None
+    for statement in statements:
+        kind = statement.type.name
+        if kind not in READ_ONLY_STATEMENTS:
+            raise ConfigError(f"query only reads ({kind} is not allowed); to export a result, add --out FILE.csv "
+                              "or FILE.parquet", field="sql")
+
+
 def _query(args: argparse.Namespace) -> int:
     if not args.sql.strip():
         raise ConfigError("empty SQL; e.g. \"SELECT count(*) FROM zoo_fit\"", field="sql")
@@ -78,6 +94,7 @@ def _query(args: argparse.Namespace) -> int:
     models = model_table(args.results)
     tables = ", ".join([*(view_name(n) for n in names), *(["models"] if len(models) else [])])
     con = store.connect()
+    _check_read_only(con, args.sql)
     if len(models):  # the saved models (hybridbench model list) as one more table
         con.register("models", models)
     try:
