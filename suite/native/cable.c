@@ -138,7 +138,7 @@ static inline __attribute__((always_inline)) int cable_group(const int LN, int b
                 long row[MAX_LANES];
                 double fr[MAX_LANES];
                 for (int w = 0; w < LN; ++w) {
-                    int j;
+                    int64_t j;
                     hb_locate(V[i * LN + w], v_lo, inv_h, K, &j, &fr[w]);
                     row[w] = (long)j * G * 2;
                 }

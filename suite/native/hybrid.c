@@ -161,7 +161,7 @@ static void mlp_bwd(const double *p, double *gp, const hb_mlp_layout *L, const d
 
 static inline void table_at(const double *tab, int K, int G, double v_lo, double inv_h, double v,
                             double *inf, double *a, double *dinf, double *da) {
-    int j;
+    int64_t j;
     double fr;
     int inside = hb_locate(v, v_lo, inv_h, K, &j, &fr);
     const double *lo = tab + (size_t)j * G * 2, *hi = lo + G * 2;

@@ -51,15 +51,15 @@ static inline double hb_dipow(double x, int p) {
 /* Where v falls on the grid of K points v_lo + k / inv_h: interval j in [0, K-2] and fraction fr in it,
    clamped to the ends (a NaN goes to the first point: the cell is lost already, the index stays in range).
    Returns whether v lies strictly inside the grid, where the table's slope is the derivative. */
-static inline int hb_locate(double v, double v_lo, double inv_h, int K, int *j, double *fr) {
+static inline int hb_locate(double v, double v_lo, double inv_h, int64_t K, int64_t *j, double *fr) {
     double u = (v - v_lo) * inv_h;
-    int inside = u > 0.0 && u < K - 1;
-    u = u < 0.0 ? 0.0 : (u > K - 1 ? K - 1 : u);
-    if (u != u) u = 0.0;
-    int k = (int)u;
+    int inside = u > 0.0 && u < (double)(K - 1);
+    if (!(u > 0.0)) u = 0.0;  /* also catches NaN */
+    if (u > (double)(K - 1)) u = (double)(K - 1);
+    int64_t k = (int64_t)u;
     if (k > K - 2) k = K - 2;
     *j = k;
-    *fr = u - k;
+    *fr = u - (double)k;
     return inside;
 }
 

@@ -26,7 +26,7 @@ void hb_membrane_forward(const hb_membrane_args *args) {
     for (int64_t blk = 0; blk < nblk; blk++) {
         const int64_t b0 = blk * BLK, nb = (B - b0 < BLK) ? B - b0 : BLK;
         double v[BLK], a[BLK], s[BLK], gt[BLK], ge[BLK], P[BLK], w[BLK];
-        int ii[BLK];
+        int64_t ii[BLK];
         double x[64][BLK];
         for (int64_t j = 0; j < nb; j++) {
             int64_t b = b0 + j;
@@ -54,7 +54,7 @@ void hb_membrane_forward(const hb_membrane_args *args) {
             for (int64_t j = 0; j < nb; j++) {
                 const double I = s[j] * iext[(b0 + j) * istride + n];
                 v[j] = ((a[j] - th * K * gt[j]) * v[j] + I + K * ge[j]) / (a[j] + (1.0 - th) * K * gt[j]);
-                hb_locate(v[j], vmin, inv_dv, (int)M, &ii[j], &w[j]);
+                hb_locate(v[j], vmin, inv_dv, M, &ii[j], &w[j]);
             }
             for (int64_t g = 0; g < G; g++) {
                 for (int64_t j = 0; j < nb; j++) {
@@ -97,8 +97,8 @@ void hb_membrane_backward(const hb_membrane_args *args) {
             const double vn = Vb[n], vp = Vb[n + 1];
             const double *xn = Xb + n * G;
             /* gate update X[n+1] = u + (X[n] - u) e at V[n+1] */
-            int i; double w;
-            int inside = hb_locate(vp, d->vmin, inv_dv, (int)M, &i, &w);
+            int64_t i; double w;
+            int inside = hb_locate(vp, d->vmin, inv_dv, M, &i, &w);
             for (int64_t g = 0; g < G; g++) {
                 const double *pi = ti + g * M + i, *pd = td + g * M + i;
                 double u = hb_lerp(pi[0], pi[1], w);
