@@ -91,10 +91,13 @@ class ResultStore:
     def artifact_dir(self, experiment: str, key: str) -> Path:
         return self.root / "artifacts" / experiment / key
 
+    def model_dir(self, experiment: str, key: str) -> Path:
+        return self.root / "models" / experiment / key
+
     def artifact_path(self, experiment: str, key: str, name: str) -> Path:
         """A job's artifact file; those named ``models/...`` are model files, under ``root/models/NAME/KEY/``."""
         if name.startswith("models/"):
-            return self.root / "models" / experiment / key / name.removeprefix("models/")
+            return self.model_dir(experiment, key) / name.removeprefix("models/")
         return self.artifact_dir(experiment, key) / name
 
     def experiments(self) -> list[str]:

@@ -226,7 +226,7 @@ def stored_outcome(store: ResultStore, experiment: str, job: Job) -> Outcome:
     rows = pq.read_table(store.part_path(experiment, job.key)).to_pandas()
     artifacts = {}
     for prefix, folder in (("", store.artifact_dir(experiment, job.key)),
-                           ("models/", store.artifact_path(experiment, job.key, "models/x").parent)):
+                           ("models/", store.model_dir(experiment, job.key))):
         artifacts |= {prefix + p.name: p.read_bytes() for p in sorted(folder.glob("*"))
                       if p.is_file() and not p.name.startswith(".")}
     ok = not (rows["status"] == "failed").all() if "status" in rows and len(rows) else True

@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from channelzoo.atomic import atomic_write
+
 SOURCE_DIR = Path(__file__).parent
 HEADER = "hybridbench.h"
 BASE_FLAGS = ("-O3", "-march=native", "-fPIC")
@@ -155,7 +157,9 @@ def build(cc: str, source_dir: Path, out: Path, units: Sequence[Unit] = UNITS) -
             else:
                 lib = Path(tmp) / out.name
                 if _run([cc, *openmp, *LINK_FLAGS, *objects, "-o", str(lib), "-lm"], log):
-                    os.replace(lib, out)  # atomic: a concurrent loader never sees a half-written library
+                    # atomic, and by a temporary file beside ``out``: a rename from /tmp fails across devices
+                    # (a cluster's home folder); a concurrent loader never sees a half-written library
+                    atomic_write(out, lambda dst, src=lib: shutil.copyfile(src, dst))
                     ok = True
                     break
     out.with_suffix(".log").write_text("\n".join(log) + "\n")
